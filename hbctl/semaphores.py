@@ -1,0 +1,214 @@
+"""libo2cb's per-region SysV semaphore set: the heartbeat mutex and refcount.
+
+Every user of a heartbeat region on a node (mount.ocfs2, ocfs2_hb_ctl, fsck…)
+agrees through one SysV semaphore set per region, found by a key anyone can
+compute from the region name (the upper-case UUID):
+
+* key   = CRC-32 (zlib's) of the ASCII region name, as a signed 32-bit ``key_t``;
+* set   = ``semget(key, 2, IPC_CREAT)`` with permission bits 000 (root only),
+          created lazily, initial values 0/0, by whoever comes first;
+* sem 0 = the region's mutex (0 free, 1 held), taken with the atomic pair
+          ``[{0, 0, SEM_UNDO}, {0, +1, SEM_UNDO}]`` (wait for zero, then take);
+          SEM_UNDO releases it if the holder dies;
+* sem 1 = the number of references; persistent ones (mount, hb_ctl) use no
+          undo, transient ones (fsck, tunefs) use SEM_UNDO so a crash drops them.
+
+To interoperate with the C tools byte for byte we issue exactly these calls.
+The calls go through ctypes to libc: ``sysv_ipc`` cannot create a set of two
+semaphores (its Semaphore objects are one-semaphore sets) and cannot submit
+several sembufs in one semop, which the mutex needs to be atomic.
+
+A future "mounted" flag must not change this set: a C tool's
+``semget(key, 2, ...)`` works on a set of 3, but *our* ``semget(key, 3, ...)``
+fails EINVAL on a set the C tools created with 2, and C tools would never
+clear a third semaphore. The flag therefore has to live elsewhere (a second set
+under another key, or an encoding of the count that C tools still read as a
+count); :func:`semget` takes ``nsems`` so a second set is one call away.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import zlib
+from dataclasses import dataclass
+
+from hbctl.errors import Code, O2cbError, from_sem
+
+IPC_CREAT = 0o1000
+IPC_RMID = 0
+GETVAL = 12
+SEM_UNDO = 0x1000
+
+NSEMS = 2
+SEM_MUTEX = 0
+SEM_REFS = 1
+
+
+class _Sembuf(ctypes.Structure):
+    _fields_ = [
+        ("sem_num", ctypes.c_ushort),
+        ("sem_op", ctypes.c_short),
+        ("sem_flg", ctypes.c_short),
+    ]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.semget.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.semget.restype = ctypes.c_int
+        lib.semop.argtypes = [ctypes.c_int, ctypes.POINTER(_Sembuf), ctypes.c_size_t]
+        lib.semop.restype = ctypes.c_int
+        # semctl is variadic; GETVAL and IPC_RMID take no fourth argument.
+        lib.semctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.semctl.restype = ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+def region_key(region: str) -> int:
+    """The SysV key of a region's set: zlib CRC-32 of the name as signed int32.
+
+    Case matters: the region name is the upper-case UUID, and a lower-case
+    spelling is a different (empty) set.
+    """
+    crc = zlib.crc32(region.encode("ascii"))
+    return crc - (1 << 32) if crc >= (1 << 31) else crc
+
+
+def semget(key: int, nsems: int = NSEMS, flags: int = IPC_CREAT) -> int:
+    """``semget(key, nsems, flags)``; OSError on failure. Mode bits are 000."""
+    while True:
+        semid = _lib().semget(key, nsems, flags)
+        if semid >= 0:
+            return int(semid)
+        e = ctypes.get_errno()
+        if e != errno.EINTR:
+            raise OSError(e, os.strerror(e))
+
+
+def _semop(semid: int, ops: list[tuple[int, int, int]]) -> None:
+    """One atomic semop of ``ops``; EINTR is retried, other errors raise OSError.
+
+    Returning to the interpreter between retries lets Python signal handlers
+    run, so Ctrl-C still interrupts a blocked mutex wait.
+    """
+    arr = (_Sembuf * len(ops))(*(_Sembuf(n, op, flg) for n, op, flg in ops))
+    while True:
+        if _lib().semop(semid, arr, len(ops)) == 0:
+            return
+        e = ctypes.get_errno()
+        if e != errno.EINTR:
+            raise OSError(e, os.strerror(e))
+
+
+def _semctl(semid: int, semnum: int, cmd: int) -> int:
+    while True:
+        r = _lib().semctl(semid, semnum, cmd)
+        if r >= 0:
+            return int(r)
+        e = ctypes.get_errno()
+        if e != errno.EINTR:
+            raise OSError(e, os.strerror(e))
+
+
+@dataclass(frozen=True)
+class RegionSemaphores:
+    """An open handle on one region's set (the semid) and the calls libo2cb makes."""
+
+    region: str
+    semid: int
+
+    @classmethod
+    def open(cls, region: str) -> RegionSemaphores:
+        """``o2cb_get_semid``: create or find the set; failure is BAD_SEM."""
+        try:
+            return cls(region, semget(region_key(region)))
+        except OSError as e:
+            raise O2cbError(Code.BAD_SEM, f"semget {region}: {e.strerror}") from e
+
+    def mutex_down(self) -> None:
+        """Wait for sem 0 to be free and take it, atomically, with undo."""
+        try:
+            _semop(self.semid, [(SEM_MUTEX, 0, SEM_UNDO), (SEM_MUTEX, 1, SEM_UNDO)])
+        except OSError as e:
+            raise from_sem(e, "mutex down") from e
+
+    def mutex_up(self) -> None:
+        try:
+            _semop(self.semid, [(SEM_MUTEX, -1, SEM_UNDO)])
+        except OSError as e:
+            raise from_sem(e, "mutex up") from e
+
+    def get_ref(self, persist: bool) -> None:
+        """+1 on sem 1; a non-persistent reference is undone when we exit."""
+        try:
+            _semop(self.semid, [(SEM_REFS, 1, 0 if persist else SEM_UNDO)])
+        except OSError as e:
+            raise from_sem(e, "get ref") from e
+
+    def drop_ref(self, persist: bool) -> None:
+        try:
+            _semop(self.semid, [(SEM_REFS, -1, 0 if persist else SEM_UNDO)])
+        except OSError as e:
+            raise from_sem(e, "drop ref") from e
+
+    def refs(self) -> int:
+        """GETVAL of sem 1."""
+        try:
+            return _semctl(self.semid, SEM_REFS, GETVAL)
+        except OSError as e:
+            raise from_sem(e, "GETVAL") from e
+
+    def mutex_value(self) -> int:
+        """GETVAL of sem 0 (1 while someone holds the mutex); for status/tests."""
+        try:
+            return _semctl(self.semid, SEM_MUTEX, GETVAL)
+        except OSError as e:
+            raise from_sem(e, "GETVAL") from e
+
+    def destroy(self) -> None:
+        """IPC_RMID; EIDRM (someone raced us to it) counts as success, as in libo2cb."""
+        try:
+            _semctl(self.semid, 0, IPC_RMID)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise O2cbError(Code.PERMISSION_DENIED, "IPC_RMID") from e
+            if e.errno == errno.EIDRM:
+                return
+            raise O2cbError(Code.INTERNAL_FAILURE, f"IPC_RMID: {e.strerror}") from e
+
+
+def mutex_down_lookup(region: str) -> RegionSemaphores:
+    """Open the region's set and take its mutex.
+
+    A stopper that drops the last reference removes the whole set while others
+    may be waiting on its mutex; they get EIDRM and must look the key up again
+    (a fresh set is created), exactly as libo2cb loops.
+    """
+    while True:
+        sems = RegionSemaphores.open(region)
+        try:
+            sems.mutex_down()
+        except O2cbError as e:
+            if e.code is Code.NO_SEM:
+                continue
+            raise
+        return sems
+
+
+def region_refs(region: str) -> int:
+    """``o2cb_num_region_refs``: sem 1 without the mutex; creates the set if absent."""
+    sems = RegionSemaphores.open(region)
+    try:
+        return sems.refs()
+    except O2cbError as e:
+        if e.code is Code.NO_SEM:
+            return 0
+        raise
