@@ -1,0 +1,325 @@
+"""The whole emulated kernel: the sysroot tree, and the effects that need I/O or time.
+
+The cores (configfs/o2nm/o2hb/sysfiles) decide; this shell carries out what they return:
+starting a region's heartbeat on the writer's file descriptor (the ``dev`` store), stopping
+it on rmdir, and keeping debugfs and the local-node pin in step. One ``Kernel`` per fakecfs
+mount. It needs a trio nursery (``run``) in which the heartbeat tasks live.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from .heartbeat import HeartbeatRunner
+from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
+from .o2nm import ClusterSubsystem, LocalNodeLost, Node
+from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
+from .tree import ROOT_INO, DirEntry, Entry, FileEntry, KernelError, StaticDir
+
+log = logging.getLogger("fakecfs.kernel")
+
+
+@dataclass
+class KernelOptions:
+    """Knobs of one emulated kernel."""
+
+    hb_interval_ms: int = 2000  # O2HB_REGION_TIMEOUT_MS; shorter for tests and demos
+    strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
+    fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
+    hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+
+
+class ConfigfsRoot(StaticDir):
+    """``/sys/kernel/config``: only lookup and setattr; mkdir/rmdir give EPERM."""
+
+    def mkdir(self, name: str) -> Entry:
+        if self.lookup(name) is not None:
+            raise KernelError(errno.EEXIST)
+        raise KernelError(errno.EPERM)
+
+    def rmdir(self, name: str) -> object:
+        if self.lookup(name) is None:
+            raise KernelError(errno.ENOENT)
+        raise KernelError(errno.EPERM)
+
+
+@dataclass
+class _Running:
+    """A region's heartbeat task and how to wait for its end."""
+
+    runner: HeartbeatRunner
+    done: trio.Event = field(default_factory=trio.Event)
+    fd: int = -1
+
+
+class Kernel:
+    """One emulated kernel: its tree, its inode table and its heartbeat tasks."""
+
+    def __init__(self, options: KernelOptions | None = None) -> None:
+        self.options = options or KernelOptions()
+        self.hb = O2hbGlobals()
+        self.stackglue = StackGlue()
+        self.hb_ctl = HbCtlPath(self.options.hb_ctl_path)
+        self.root = StaticDir("")
+        self.root.ino = ROOT_INO
+        self.inodes: dict[int, Entry] = {ROOT_INO: self.root}
+        self._nursery: trio.Nursery | None = None
+        self._running: dict[Region, _Running] = {}
+        self._build()
+
+    # -- the tree ---------------------------------------------------------------------
+
+    def _build(self) -> None:
+        sys_ = self.root.subdir("sys")
+        kernel = sys_.subdir("kernel")
+        self.configfs = kernel.add(ConfigfsRoot("config"))
+        assert isinstance(self.configfs, ConfigfsRoot)
+        self.subsystem = ClusterSubsystem(self.hb)
+        self.configfs.add(self.subsystem)
+        fs = sys_.subdir("fs")
+        ocfs2 = fs.subdir("ocfs2")
+        for f in self.stackglue.files():
+            ocfs2.add(f)
+        o2cb = fs.subdir("o2cb")
+        o2cb.add(ValueFile("interface_revision", lambda: "5\n"))  # O2NM_API_VERSION
+        self.debug_o2hb = kernel.subdir("debug").subdir("o2hb")
+        for name, show in (
+            ("livenodes", self._global_livenodes),
+            ("live_regions", lambda: self._region_bitmap(lambda r: r.steady)),
+            ("quorum_regions", lambda: self._region_bitmap(lambda r: False)),
+            ("failed_regions", lambda: self._region_bitmap(lambda r: False)),
+        ):
+            self.debug_o2hb.add(debug_file(name, show))
+        nm = self.root.subdir("proc").subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
+        nm.add(self.hb_ctl.file())
+
+    def register(self, entry: Entry) -> Entry:
+        """Give the shell an inode number for ``entry`` (stamping its creation time)."""
+        if not entry.times.ctime_ns:
+            now = time.time_ns()
+            entry.times.atime_ns = entry.times.mtime_ns = entry.times.ctime_ns = now
+        self.inodes[entry.ino] = entry
+        return entry
+
+    def entry(self, ino: int) -> Entry:
+        entry = self.inodes.get(ino)
+        if entry is None or entry.dead:
+            raise KernelError(errno.ENOENT)
+        return entry
+
+    def dir(self, ino: int) -> DirEntry:
+        entry = self.entry(ino)
+        if not isinstance(entry, DirEntry):
+            raise KernelError(errno.ENOTDIR)
+        return entry
+
+    def forget(self, ino: int) -> None:
+        entry = self.inodes.get(ino)
+        if entry is not None and entry.dead and ino != ROOT_INO:
+            del self.inodes[ino]
+
+    # -- debugfs views ----------------------------------------------------------------
+
+    def _global_livenodes(self) -> str:
+        live: set[int] = set()
+        for running in self._running.values():
+            live.update(running.runner.live_nodes)
+        return bitmap_text(sorted(live))
+
+    def _region_bitmap(self, pred: Callable[[Region], bool]) -> str:
+        if not self.hb.global_mode:
+            return "\n"
+        return bitmap_text([r.region_num for r in self.hb.regions if pred(r)])
+
+    def _add_region_debugfs(self, region: Region) -> None:
+        d = self.debug_o2hb.add(StaticDir(region.name))
+        assert isinstance(d, StaticDir)
+
+        def livenodes() -> str:
+            running = self._running.get(region)
+            return running.runner.livenodes_text() if running else "\n"
+
+        def elapsed() -> str:
+            running = self._running.get(region)
+            return f"{running.runner.elapsed_ms() if running else 0}\n"
+
+        d.add(debug_file("livenodes", livenodes))
+        d.add(debug_file("num", lambda: f"{region.region_num}\n"))
+        d.add(debug_file("elapsed_time_in_ms", elapsed))
+        d.add(debug_file("pinned", lambda: f"{1 if region.pinned else 0}\n"))
+
+    # -- operations with effects ------------------------------------------------------
+
+    def mkdir(self, parent: DirEntry, name: str) -> Entry:
+        entry = parent.mkdir(name)
+        if isinstance(entry, Region):
+            self._add_region_debugfs(entry)
+        return self.register(entry)
+
+    async def rmdir(self, parent: DirEntry, name: str) -> None:
+        effect = parent.rmdir(name)
+        if isinstance(effect, StopHeartbeat):
+            await self._stop_region(effect.region, clean=True)
+            effect.region.group.release(effect.region)
+            self.debug_o2hb.remove(effect.region.name)
+
+    async def write(self, entry: FileEntry, data: bytes, pid: int) -> int:
+        """One write(2) = one store; effects (a ``dev`` start) are carried out here."""
+        result = entry.store(data)
+        if isinstance(result, int):
+            return result
+        if isinstance(result, StartHeartbeat):
+            return await self._start_region(result, pid)
+        if isinstance(result, LocalNodeLost):
+            # Newer kernels stop heartbeating when the local node goes away (6.1 oopses
+            # later on rmdir); we stop every region cleanly.
+            for region in list(self._running):
+                await self._stop_region(region, clean=True)
+            return len(data[:4095])
+        raise AssertionError(f"unknown effect {result!r}")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the nursery of heartbeat tasks until cancelled; then stop them cleanly."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def shutdown(self) -> None:
+        """Stop every region cleanly (peers see the generation-0 block)."""
+        for region in list(self._running):
+            await self._stop_region(region, clean=True)
+
+    # -- heartbeat start/stop ---------------------------------------------------------
+
+    def _open_writer_fd(self, pid: int, fd: int) -> tuple[int, str, bool]:
+        """Resolve the writer's fd number as the kernel's fdget would: (fd, name, is_blk)."""
+        link = f"/proc/{pid}/fd/{fd}"
+        try:
+            st = os.stat(link)
+        except OSError as exc:
+            raise KernelError(errno.EINVAL, f"fd {fd} of pid {pid} is not open") from exc
+        is_blk = stat.S_ISBLK(st.st_mode)
+        if not is_blk and not (stat.S_ISREG(st.st_mode) and not self.options.strict):
+            raise KernelError(errno.EINVAL, "not a block device")
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_DIRECT if is_blk else 0)
+        try:
+            dev_fd = os.open(link, flags)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO, f"cannot open {link}") from exc
+        name = _block_device_name(st.st_rdev) if is_blk else os.path.basename(os.readlink(link))
+        return dev_fd, name, is_blk
+
+    async def _start_region(self, start: StartHeartbeat, pid: int) -> int:
+        region = start.region
+        if self._nursery is None:
+            raise KernelError(errno.EIO, "kernel is not running")
+        dev_fd, name, is_blk = self._open_writer_fd(pid, start.fd)
+        try:
+            region.require_geometry()
+            if is_blk:
+                sector = _logical_block_size(dev_fd)
+                if sector != region.block_bytes:
+                    raise KernelError(
+                        errno.EINVAL,
+                        f"blocksize {sector} incorrect for device, expected {region.block_bytes}",
+                    )
+        except BaseException:
+            os.close(dev_fd)
+            raise
+        region.begin_start(name)
+        cluster = region.group.cluster
+        runner = HeartbeatRunner(
+            fd=dev_fd,
+            dev_name=name,
+            node_num=start.node_num,
+            block_bytes=region.block_bytes,
+            start_block=region.start_block,
+            blocks=region.blocks,
+            dead_threshold=self.hb.dead_threshold,
+            interval_ms=self.options.hb_interval_ms,
+            configured_nodes=cluster.configured_nodes,
+            on_fence=lambda reason: self._fenced(region, reason),
+            log=logging.getLogger(f"fakecfs.o2hb.{region.name}"),
+        )
+        running = _Running(runner, fd=dev_fd)
+        self._running[region] = running
+        region.runner = runner
+        local = cluster.nodes[start.node_num]
+        if local is not None:
+            local.pinned += 1  # o2nm_depend_this_node, for as long as the thread runs
+        self._nursery.start_soon(self._region_task, region, running, local)
+        await _first_of(runner.steady, running.done)
+        if runner.steady.is_set() and not running.done.is_set():
+            region.start_done(os.getpid())
+            log.info("heartbeat started on region %s (%s)", region.name, name)
+            return start.count
+        region.start_failed()
+        raise KernelError(errno.EIO, runner.failed or "heartbeat start aborted")
+
+    async def _region_task(self, region: Region, running: _Running, local: Node | None) -> None:
+        try:
+            await running.runner.run()
+        except Exception:
+            log.exception("heartbeat on region %s failed", region.name)
+        finally:
+            os.close(running.fd)
+            if local is not None:
+                local.pinned -= 1
+            if self._running.get(region) is running:
+                del self._running[region]
+            region.stopped()
+            running.done.set()
+
+    async def _stop_region(self, region: Region, *, clean: bool) -> None:
+        running = self._running.get(region)
+        if running is None:
+            return
+        await running.runner.stop()
+        await running.done.wait()
+
+    def _fenced(self, region: Region, reason: str) -> None:
+        if self.options.fence is not None:
+            self.options.fence(reason)
+        log.critical("region %s fenced: %s", region.name, reason)
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def waiter(ev: trio.Event) -> None:
+            await ev.wait()
+            nursery.cancel_scope.cancel()
+
+        for ev in events:
+            nursery.start_soon(waiter, ev)
+
+
+def _block_device_name(rdev: int) -> str:
+    """The kernel's name for a block device (``%pg``: loop0, sdb1, dm-3)."""
+    sysdir = f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}"
+    try:
+        return os.path.basename(os.path.realpath(sysdir))
+    except OSError:
+        return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def _logical_block_size(fd: int) -> int:
+    import fcntl
+    import struct
+
+    blksszget = 0x1268
+    buf = fcntl.ioctl(fd, blksszget, b"\0" * 4)
+    return int(struct.unpack("i", buf)[0])
