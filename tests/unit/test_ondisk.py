@@ -238,6 +238,16 @@ def test_extent_tree_loop_is_an_error_not_a_hang() -> None:
     assert err.code == "CORRUPT_EXTENT_BLOCK"
 
 
+def test_extent_block_shared_by_two_records_is_refused() -> None:
+    """A DAG would not loop (depths decrease) but could multiply reads exponentially."""
+    s = Synth().extent_sysdir(depth=1, ndirblocks=2)
+    img = bytearray(s.build())
+    (child,) = struct.unpack_from("<Q", img, 6 * 4096 + 0xD0 + 8)
+    struct.pack_into("<Q", img, 6 * 4096 + 0xE0 + 8, child)  # second record -> same block
+    err = error_of(bytes(img))
+    assert err.code == "CORRUPT_EXTENT_BLOCK" and "seen twice" in str(err)
+
+
 def test_extent_block_depth_must_decrease() -> None:
     s = Synth().extent_sysdir(depth=1, ndirblocks=2)
     img = bytearray(s.build())
