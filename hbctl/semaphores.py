@@ -212,3 +212,23 @@ def region_refs(region: str) -> int:
         if e.code is Code.NO_SEM:
             return 0
         raise
+
+
+def peek_refs(region: str) -> int | None:
+    """The reference count if the region's set exists, else None; never creates it.
+
+    For status views: unlike :func:`region_refs` (the C tools' ``-I``), looking
+    must not leave an empty set behind.
+    """
+    try:
+        semid = semget(region_key(region), 0, 0)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise O2cbError(Code.BAD_SEM, f"semget {region}: {e.strerror}") from e
+    try:
+        return RegionSemaphores(region, semid).refs()
+    except O2cbError as e:
+        if e.code in (Code.NO_SEM, Code.SERVICE_UNAVAILABLE):
+            return None
+        raise
