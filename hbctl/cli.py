@@ -1,0 +1,343 @@
+"""``hbctl``: OCFS2 o2cb heartbeat control for real kernels and fakecfs sysroots.
+
+Every command talks to the kernel surfaces under ``--sysroot`` / ``HBCTL_SYSROOT`` (a
+fakecfs mount), or to the real host when neither is given. Human output is a table;
+``--json`` gives the same facts for automation. Errors are one line on stderr, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .sysroot import Sysroot, from_env
+
+PROG = "hbctl"
+SERVICE = "hbctl"
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Control OCFS2 o2cb disk heartbeat: register a cluster, start and stop "
+        "heartbeat regions with libo2cb's reference counting, inspect volumes and nodes.",
+        epilog="Against an emulated kernel: HBCTL_SYSROOT=MOUNTPOINT (a fakecfs mount). "
+        "Image files are found by UUID when listed in HBCTL_DEVICES=PATH[:PATH...].",
+    )
+    p.add_argument("--sysroot", metavar="DIR",
+                   help="root of the kernel surfaces (default: $HBCTL_SYSROOT or /)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def target(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_mutually_exclusive_group(required=True)
+        g.add_argument("-d", "--device", help="the ocfs2 device or image file")
+        g.add_argument("-u", "--uuid", help="the volume UUID (32 upper-case hex digits)")
+
+    s = sub.add_parser("start", help="start heartbeat on a volume (takes one reference)",
+                       description="Start heartbeat on a volume, or take one more reference "
+                       "if it runs, exactly as 'ocfs2_hb_ctl -S' does (persistent reference).")
+    target(s)
+    s = sub.add_parser("stop", help="drop one reference; heartbeat stops at zero",
+                       description="Drop one persistent reference, as 'ocfs2_hb_ctl -K'; the "
+                       "last one removes the region and its semaphore set.")
+    target(s)
+    s = sub.add_parser("refs", help="print a region's reference count ('UUID: N refs')")
+    target(s)
+    s = sub.add_parser("status", help="regions, refs and live nodes of the running cluster")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("info", help="what is on an ocfs2 volume (UUID, stack, heartbeat area)")
+    s.add_argument("device", metavar="DEVICE")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("devices", help="every ocfs2 volume found (block devices, HBCTL_DEVICES)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = sub.add_parser("cluster", help="register, unregister or show the cluster")
+    csub = c.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    r = csub.add_parser("register", help="create the cluster and its nodes from cluster.conf",
+                        description="Do what 'o2cb register-cluster' does: mkdir the cluster, "
+                        "set the heartbeat mode, add every node (port, address, num, local); the "
+                        "node named like this host (or --node) is local.")
+    r.add_argument("cluster", metavar="CLUSTER")
+    r.add_argument("--config", default="/etc/ocfs2/cluster.conf", metavar="FILE",
+                   help="cluster.conf to read (default: %(default)s)")
+    r.add_argument("--node", metavar="NAME", help="the local node's name (default: hostname)")
+    r.add_argument("--dead-threshold", type=int, metavar="N",
+                   help="heartbeat dead threshold (O2CB_HEARTBEAT_THRESHOLD)")
+    r.add_argument("--idle-timeout-ms", type=int, metavar="MS")
+    r.add_argument("--keepalive-delay-ms", type=int, metavar="MS")
+    r.add_argument("--reconnect-delay-ms", type=int, metavar="MS")
+    u = csub.add_parser("unregister", help="remove the cluster (refused while regions run)")
+    u.add_argument("cluster", metavar="CLUSTER")
+    sh = csub.add_parser("show", help="the registered cluster, nodes and regions")
+    sh.add_argument("--json", action="store_true", help="machine-readable output")
+
+    lp = sub.add_parser("loop", help="attach or detach loop devices (root)")
+    lsub = lp.add_subparsers(dest="loop_command", required=True, metavar="ACTION")
+    la = lsub.add_parser("attach", help="attach IMAGE to a free loop device and print it")
+    la.add_argument("image", metavar="IMAGE")
+    ld = lsub.add_parser("detach", help="detach a loop device")
+    ld.add_argument("device", metavar="DEV")
+    return p
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _o2cb_stack(sysroot: Sysroot) -> str:
+    from .errors import O2cbError
+    from .stack import o2cb_init
+
+    try:
+        return o2cb_init(sysroot)
+    except O2cbError as e:
+        where = f" under {sysroot.root}" if sysroot.emulated else ""
+        raise CliError(f"cannot initialize cluster{where}: {e.message}") from e
+
+
+def _volume(device: str) -> tuple[Any, Any]:
+    from .devices import read_volume_with_sector
+    from .ondisk import OnDiskError
+
+    try:
+        return read_volume_with_sector(device)
+    except OnDiskError as e:
+        raise CliError(str(e)) from e
+
+
+def _resolve(args: argparse.Namespace) -> tuple[str, Any, Any]:
+    """(device, volume, desc) for -d, or the device found for -u."""
+    if args.device:
+        volume, desc = _volume(args.device)
+        return args.device, volume, desc
+    from .devices import find_by_uuid
+
+    device = find_by_uuid(args.uuid)
+    if device is None:
+        raise CliError(f"no ocfs2 volume with UUID {args.uuid} among the block devices "
+                       "and HBCTL_DEVICES")
+    volume, desc = _volume(device)
+    return device, volume, desc
+
+
+def _emit(args: argparse.Namespace, data: object, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(text)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .errors import O2cbError
+    from .regions import begin_group_join, region_refs
+
+    stack = _o2cb_stack(sysroot)
+    device, volume, desc = _resolve(args)
+    try:
+        begin_group_join(sysroot, stack, volume, volume.uuid, device, desc, persist=True)
+    except O2cbError as e:
+        raise CliError(f"{volume.uuid}: cannot start heartbeat on {device}: {e.message}") from e
+    print(f"{volume.uuid}: heartbeat running on {device}, {region_refs(volume.uuid)} refs")
+
+
+def cmd_stop(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .errors import O2cbError
+    from .regions import group_leave
+    from .semaphores import peek_refs
+
+    stack = _o2cb_stack(sysroot)
+    _device, volume, _desc = _resolve(args)
+    try:
+        group_leave(sysroot, stack, volume, volume.uuid, persist=True)
+    except O2cbError as e:
+        raise CliError(f"{volume.uuid}: cannot stop heartbeat: {e.message}") from e
+    left = peek_refs(volume.uuid)
+    state = "stopped" if not left else f"still running, {left} refs"
+    print(f"{volume.uuid}: heartbeat {state}")
+
+
+def cmd_refs(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .regions import region_refs
+
+    uuid = args.uuid or _volume(args.device)[0].uuid
+    print(f"{uuid}: {region_refs(uuid)} refs")
+
+
+def _livenodes(sysroot: Sysroot, region: str) -> list[int] | None:
+    try:
+        with open(os.path.join(sysroot.debugfs_o2hb, region, "livenodes"),
+                  encoding="ascii") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+
+
+def status_data(sysroot: Sysroot) -> dict[str, Any]:
+    """What ``hbctl status`` reports, as plain data (also the --json output)."""
+    from .cluster import show
+
+    clusters = []
+    for c in show(sysroot):
+        names = {int(n["num"]): name for name, n in c["nodes"].items() if n.get("num")}
+        local = next((name for name, n in c["nodes"].items() if n.get("local") == "1"), None)
+        regions = []
+        for uuid, r in c["regions"].items():
+            live = _livenodes(sysroot, uuid)
+            regions.append({
+                "uuid": uuid,
+                "device": r.get("dev") or None,
+                "refs": r.get("refs"),
+                "pid": int(r["pid"]) if r.get("pid") else None,
+                "live_nodes": None if live is None else [
+                    {"num": n, "name": names.get(n)} for n in live
+                ],
+            })
+        clusters.append({
+            "cluster": c["cluster"],
+            "mode": c["mode"],
+            "dead_threshold": int(c["dead_threshold"]) if c["dead_threshold"] else None,
+            "local_node": local,
+            "nodes": [{"name": name, "num": int(n["num"]) if n.get("num") else None,
+                       "ipv4_address": n.get("ipv4_address"),
+                       "ipv4_port": int(n["ipv4_port"]) if n.get("ipv4_port") else None,
+                       "local": n.get("local") == "1"}
+                      for name, n in sorted(c["nodes"].items(),
+                                            key=lambda kv: int(kv[1].get("num") or 0))],
+            "regions": regions,
+        })
+    return {"sysroot": sysroot.root, "clusters": clusters}
+
+
+def cmd_status(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .table import render
+
+    _o2cb_stack(sysroot)
+    data = status_data(sysroot)
+    out = []
+    if not data["clusters"]:
+        out.append("no cluster registered (hbctl cluster register CLUSTER)\n")
+    for c in data["clusters"]:
+        out.append(f"cluster {c['cluster']}: heartbeat mode {c['mode']}, dead threshold "
+                   f"{c['dead_threshold']}, local node {c['local_node'] or '-'}\n")
+        rows = []
+        for r in c["regions"]:
+            live = r["live_nodes"]
+            live_text = "-" if live is None else (
+                " ".join(f"{n['num']}({n['name'] or '?'})" for n in live) or "none")
+            rows.append([r["uuid"], r["device"], r["refs"], live_text])
+        if rows:
+            out.append(render(["REGION", "DEVICE", "REFS", "LIVE NODES"], rows))
+        else:
+            out.append("no heartbeat regions\n")
+    _emit(args, data, "".join(out))
+
+
+def cmd_info(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .table import render
+
+    volume, desc = _volume(args.device)
+    data = volume.to_json(desc.block_bytes)
+    data["device"] = args.device
+    rows = [[k, data[k]] for k in ("device", "uuid", "label", "block_size", "cluster_size",
+                                   "stack", "cluster_name", "local", "global_heartbeat")]
+    hb = data["heartbeat"]
+    rows.append(["heartbeat", f"block_bytes={hb['block_bytes']} "
+                 f"start_block={hb['start_block']} blocks={hb['blocks']}"])
+    _emit(args, data, render(["FIELD", "VALUE"], rows))
+
+
+def cmd_devices(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .devices import list_volumes
+    from .table import render
+
+    found = []
+    for path, volume in list_volumes():
+        found.append({"device": path, "uuid": volume.uuid, "label": volume.label,
+                      "stack": volume.stack, "cluster_name": volume.cluster_name,
+                      "local": volume.local})
+    text = render(["DEVICE", "UUID", "LABEL", "STACK", "CLUSTER"],
+                  [[v["device"], v["uuid"], v["label"], v["stack"], v["cluster_name"]]
+                   for v in found]) if found else "no ocfs2 volumes found\n"
+    _emit(args, found, text)
+
+
+def cmd_cluster(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from . import cluster as cl
+    from .errors import O2cbError
+    from .table import render
+
+    if args.cluster_command == "show":
+        data = cl.show(sysroot)
+        out = []
+        for c in data:
+            out.append(f"cluster {c['cluster']} (heartbeat mode {c['mode']})\n")
+            out.append(render(["NODE", "NUM", "ADDRESS", "PORT", "LOCAL"],
+                              [[n, a["num"], a["ipv4_address"], a["ipv4_port"], a["local"]]
+                               for n, a in c["nodes"].items()]))
+        _emit(args, data, "".join(out) or "no cluster registered\n")
+        return
+    stack = _o2cb_stack(sysroot)
+    if stack != "o2cb":
+        raise CliError(f"this tool supports the 'o2cb' stack, but the '{stack}' stack is in use")
+    try:
+        if args.cluster_command == "register":
+            try:
+                config = cl.load(args.config)
+            except (OSError, cl.ConfigError) as e:
+                raise CliError(str(e)) from e
+            timeouts = cl.Timeouts(args.dead_threshold, args.idle_timeout_ms,
+                                   args.keepalive_delay_ms, args.reconnect_delay_ms)
+            added = cl.register(sysroot, config, args.cluster, args.node, timeouts)
+            print(f"Cluster '{args.cluster}' registered"
+                  + (f" (nodes added: {', '.join(added)})" if added else ""))
+        else:
+            cl.unregister(sysroot, args.cluster)
+            print(f"Cluster '{args.cluster}' unregistered")
+    except O2cbError as e:
+        raise CliError(f"cluster {args.cluster}: {e.message}"
+                       + (f" ({e.detail})" if e.detail else "")) from e
+
+
+def cmd_loop(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .devices import DeviceError, loop_attach, loop_detach
+
+    try:
+        if args.loop_command == "attach":
+            print(loop_attach(args.image))
+        else:
+            loop_detach(args.device)
+    except DeviceError as e:
+        raise CliError(str(e)) from e
+
+
+COMMANDS = {
+    "start": cmd_start, "stop": cmd_stop, "refs": cmd_refs, "status": cmd_status,
+    "info": cmd_info, "devices": cmd_devices, "cluster": cmd_cluster, "loop": cmd_loop,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sysroot = from_env(args.sysroot)
+    try:
+        COMMANDS[args.command](args, sysroot)
+    except CliError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"{PROG}: {e.filename or ''}: {e.strerror}".replace(": : ", ": "), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
