@@ -291,7 +291,9 @@ async def test_kernel_timing_under_mock_clock(
             await b.finished.wait()
             t1 = trio.current_time()
             await until(lambda: 1 not in a.live_nodes, timeout=100, poll=1)
-            assert 58 <= trio.current_time() - t1 <= 66
+            # Not before 31 periods; a loaded machine can only make it later (a slow I/O
+            # looks idle to the clock, which then jumps), so the upper bound is loose.
+            assert 58 <= trio.current_time() - t1 <= 80
             await a.stop()
     finally:
         os.close(fd)
