@@ -294,6 +294,7 @@ class RegionMachine:
         self.unsteady_iterations = 3 * self.steady_iterations
         self.aborted = False
         self.slots = [SlotState(node=i) for i in range(blocks)]
+        self._live: set[int] = set()  # this region's live map (slots with .live set)
         self.last_seq = 0
         self.last_good_write_ms: int | None = None
         self.write_timeout_armed_at: int | None = None
@@ -320,7 +321,7 @@ class RegionMachine:
 
     @property
     def live_nodes(self) -> list[int]:
-        return [s.node for s in self.slots if s.live]
+        return sorted(self._live)
 
     def livenodes_text(self) -> str:
         return bitmap_text(self.live_nodes)
@@ -332,7 +333,7 @@ class RegionMachine:
     # -- iteration --
 
     def _to_read(self, configured: Collection[int], live_elsewhere: Collection[int]) -> set[int]:
-        nodes = set(configured) | set(live_elsewhere) | set(self.live_nodes)
+        nodes = set(configured) | set(live_elsewhere) | self._live
         return {n for n in nodes if 0 <= n < self.blocks}
 
     def read_range(
@@ -390,8 +391,10 @@ class RegionMachine:
             pending.logs.extend(change.logs)
             if change.up:
                 pending.up.append(n)
+                self._live.add(n)
             if change.down:
                 pending.down.append(n)
+                self._live.discard(n)
             # UP/DOWN are global: only the first region up / last region down counts.
             if (change.up or change.down) and n not in elsewhere:
                 pending.membership_change = True
@@ -539,6 +542,7 @@ class RegionMachine:
     def shutdown_slots(self) -> list[int]:
         """o2hb_shutdown_slot on every slot: the nodes that go DOWN locally as we stop."""
         gone = self.live_nodes
+        self._live.clear()
         for slot in self.slots:
             slot.live = False
             slot.changed_samples = slot.equal_samples = 0

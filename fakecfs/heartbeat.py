@@ -191,6 +191,12 @@ class HeartbeatRunner:
         if self._started:
             raise RuntimeError("a HeartbeatRunner runs once")
         self._started = True
+        if self._stopping:  # stopped before it ran: like rmdir before the dev write
+            self.failed = "stopped before start"
+            self._settled.set()
+            self.finished.set()
+            task_status.started()
+            return
         fd = os.dup(self.fd)
         io: _SlotIO | None = None
         try:

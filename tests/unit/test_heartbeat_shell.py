@@ -350,3 +350,19 @@ async def test_debugfs_ocfs2_reads_our_heartbeat(tmp_path: Path) -> None:
     raw1 = slot(img, 1, start_block)
     assert int(rows[1][4], 16) == decode_block(raw1).cksum
     assert int(rows[1][2], 16) == decode_block(raw1).seq
+
+
+async def test_stop_before_run_writes_nothing(image: Path) -> None:
+    before = image.read_bytes()
+    fd = os.open(image, os.O_RDWR)
+    try:
+        r = runner(fd, 0, {0})
+        with trio.fail_after(1):
+            await r.stop()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(r.run)
+            assert not await r.wait_steady()
+        assert r.failed == "stopped before start"
+    finally:
+        os.close(fd)
+    assert image.read_bytes() == before
