@@ -15,7 +15,7 @@ Wire format (little-endian, one ``block_bytes`` block per node at
     off 9  u8  pad[3]
     off 12 u32 hb_cksum       Linux crc32_le(0, whole block with this field zeroed)
     off 16 u64 hb_generation  random non-zero per start, 0 = clean leave
-    off 24 u32 hb_dead_ms     dead_threshold * period
+    off 24 u32 hb_dead_ms     dead_threshold * 2000 (kernel units, whatever the period)
     rest   zero
 """
 
@@ -286,9 +286,10 @@ class RegionMachine:
         self.interval_ms = interval_ms
         self.region_name = region_name
         self.dev_name = dev_name
-        # hb_dead_ms is what a peer needs to know how long we wait: threshold x period. At the
-        # kernel's period this is exactly the kernel's value (62000 by default).
-        self.dead_ms = dead_threshold * interval_ms
+        # hb_dead_ms is on the wire: the kernel writes threshold x O2HB_REGION_TIMEOUT_MS and
+        # peers compare it with their own, so it stays in kernel units even when the emulation
+        # runs a shorter period (a kernel peer would otherwise log a mismatch warning).
+        self.dead_ms = dead_threshold * REGION_TIMEOUT_MS
         live_threshold = LIVE_THRESHOLD << 1 if first_global_region else LIVE_THRESHOLD
         self.steady_iterations = live_threshold + 1
         self.unsteady_iterations = 3 * self.steady_iterations
