@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from . import daemon
 
@@ -48,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--log", metavar="FILE",
                    help="log file (default: stderr; with --background a file in the state dir)")
     m.add_argument("--debug", action="store_true", help="log every kernel event")
+    m.add_argument("--trace", metavar="FILE",
+                   help="append every configfs mkdir/rmdir/write to FILE as JSON lines "
+                   "{op, path, value, result} (result: 0 or bytes written, or -errno)")
     u = sub.add_parser("umount", help="stop heartbeat cleanly and unmount MOUNTPOINT")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
     return p
@@ -77,6 +82,16 @@ def _prepare_mountpoint(path: str) -> str | None:
     return None
 
 
+def _trace_writer(path: str) -> Callable[[str, str, str | None, int], None]:
+    """A kernel trace hook appending one JSON line per operation (flushed at once)."""
+    f = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the daemon
+
+    def trace(op: str, p: str, value: str | None, result: int) -> None:
+        f.write(json.dumps({"op": op, "path": p, "value": value, "result": result}) + "\n")
+
+    return trace
+
+
 def _setup_logging(args: argparse.Namespace, path: str | None) -> None:
     level = logging.DEBUG if args.debug else logging.INFO
     fmt = "%(asctime)s fakecfs[%(process)d] %(name)s: %(message)s"
@@ -96,7 +111,8 @@ def _mount(args: argparse.Namespace) -> int:
     if error:
         return _fail(error)
     options = KernelOptions(
-        hb_interval_ms=args.hb_interval_ms, strict=args.strict, hb_ctl_path=args.hb_ctl_path
+        hb_interval_ms=args.hb_interval_ms, strict=args.strict, hb_ctl_path=args.hb_ctl_path,
+        trace=_trace_writer(args.trace) if args.trace else None,
     )
     allow_other = os.geteuid() == 0
     if not args.background:

@@ -35,6 +35,9 @@ class KernelOptions:
     strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
     fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
     hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+    # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
+    # the byte count on success, -errno on failure. Differential tests compare these traces.
+    trace: Callable[[str, str, str | None, int], None] | None = None
 
 
 class ConfigfsRoot(StaticDir):
@@ -159,12 +162,25 @@ class Kernel:
     # -- operations with effects ------------------------------------------------------
 
     def mkdir(self, parent: DirEntry, name: str) -> Entry:
-        entry = parent.mkdir(name)
+        try:
+            entry = parent.mkdir(name)
+        except KernelError as exc:
+            self._trace("mkdir", parent, name, None, -exc.errno)
+            raise
         if isinstance(entry, Region):
             self._add_region_debugfs(entry)
+        self._trace("mkdir", parent, name, None, 0)
         return self.register(entry)
 
     async def rmdir(self, parent: DirEntry, name: str) -> None:
+        try:
+            await self._rmdir(parent, name)
+        except KernelError as exc:
+            self._trace("rmdir", parent, name, None, -exc.errno)
+            raise
+        self._trace("rmdir", parent, name, None, 0)
+
+    async def _rmdir(self, parent: DirEntry, name: str) -> None:
         effect = parent.rmdir(name)
         if isinstance(effect, StopHeartbeat):
             await self._stop_region(effect.region, clean=True)
@@ -173,6 +189,15 @@ class Kernel:
 
     async def write(self, entry: FileEntry, data: bytes, pid: int) -> int:
         """One write(2) = one store; effects (a ``dev`` start) are carried out here."""
+        try:
+            written = await self._write(entry, data, pid)
+        except KernelError as exc:
+            self._trace_entry("write", entry, data, -exc.errno)
+            raise
+        self._trace_entry("write", entry, data, written)
+        return written
+
+    async def _write(self, entry: FileEntry, data: bytes, pid: int) -> int:
         result = entry.store(data)
         if isinstance(result, int):
             return result
@@ -185,6 +210,15 @@ class Kernel:
                 await self._stop_region(region, clean=True)
             return len(data[:4095])
         raise AssertionError(f"unknown effect {result!r}")
+
+    def _trace(self, op: str, parent: DirEntry, name: str, value: str | None,
+               result: int) -> None:
+        if self.options.trace is not None:
+            self.options.trace(op, parent.path().rstrip("/") + "/" + name, value, result)
+
+    def _trace_entry(self, op: str, entry: FileEntry, data: bytes, result: int) -> None:
+        if self.options.trace is not None:
+            self.options.trace(op, entry.path(), data.decode("latin-1"), result)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the nursery of heartbeat tasks until cancelled; then stop them cleanly."""
