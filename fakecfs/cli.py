@@ -152,22 +152,25 @@ def _daemonize(args: argparse.Namespace, mountpoint: str, options: object,
         return _fail(msg)
     # The child: a new session, stdio away from the caller's terminal and pipes.
     os.close(rfd)
-    os.setsid()
-    log_path = args.log or daemon.log_file(mountpoint)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    _setup_logging(args, None)
-
-    def ready() -> None:
-        os.write(wfd, b"ok\n")
-        os.close(wfd)
-
     code = 1
     try:
+        os.setsid()
+        log_path = args.log or daemon.log_file(mountpoint)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        _setup_logging(args, None)
+
+        def ready() -> None:
+            os.write(wfd, b"ok\n")
+            os.close(wfd)
+
         code = _serve_reporting(mountpoint, options, allow_other, ready, wfd)
+    except Exception as exc:  # before serving: tell the waiting parent why
+        with contextlib.suppress(OSError):
+            os.write(wfd, f"{mountpoint}: cannot start the daemon: {exc}\n".encode())
     finally:
         os._exit(code)
 

@@ -21,10 +21,24 @@ log = logging.getLogger("fakecfs.daemon")
 MNT_DETACH = 2
 
 
+def outer_uid() -> int:
+    """Our uid as the initial user namespace sees it (root in a user namespace is a user)."""
+    uid = os.getuid()
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            for line in f:
+                inside, outside, count = (int(x) for x in line.split())
+                if inside <= uid < inside + count:
+                    return outside + uid - inside
+    except (OSError, ValueError):
+        pass
+    return uid
+
+
 def state_dir() -> str:
-    """Where pid and log files live (per user)."""
+    """Where pid and log files live (per real user, also inside user namespaces)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    path = os.path.join(base, f"fakecfs-{os.getuid()}")
+    path = os.path.join(base, f"fakecfs-{outer_uid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
