@@ -1,0 +1,42 @@
+"""A private IPC namespace that outlives single commands (semaphores are per namespace).
+
+Tests that take heartbeat references run their commands inside one, so the host's
+semaphore sets are never touched and every set the test makes is gone with the namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+
+class IpcNamespace:
+    def __init__(self, holder: subprocess.Popen[bytes]) -> None:
+        self.holder = holder
+
+    def run(self, *cmd: str, env: dict[str, str] | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+        full = ["nsenter", "--ipc", "--target", str(self.holder.pid), *cmd]
+        return subprocess.run(full, env=env, capture_output=True, text=True, check=check,
+                              timeout=120)
+
+    def semaphore_sets(self) -> list[str]:
+        """The data lines of /proc/sysvipc/sem inside the namespace."""
+        out = self.run("cat", "/proc/sysvipc/sem", check=True).stdout.splitlines()
+        return [line for line in out[1:] if line.strip()]
+
+
+@contextmanager
+def ipc_namespace() -> Iterator[IpcNamespace]:
+    if os.geteuid() != 0:
+        pytest.skip("an IPC namespace needs root (or a user namespace)")
+    holder = subprocess.Popen(["unshare", "--ipc", "sleep", "infinity"])
+    try:
+        yield IpcNamespace(holder)
+    finally:
+        holder.kill()
+        holder.wait()
