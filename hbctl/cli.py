@@ -97,8 +97,12 @@ def _o2cb_stack(sysroot: Sysroot) -> str:
     try:
         return o2cb_init(sysroot)
     except O2cbError as e:
-        where = f" under {sysroot.root}" if sysroot.emulated else ""
-        raise CliError(f"cannot initialize cluster{where}: {e.message}") from e
+        if sysroot.emulated:
+            hint = f"is a fakecfs mount at {sysroot.root}? (fakecfs mount {sysroot.root})"
+        else:
+            hint = ("are configfs and the o2cb modules there? (modprobe ocfs2_nodemanager; "
+                    "mount -t configfs none /sys/kernel/config)")
+        raise CliError(f"cannot initialize cluster: {e.message}; {hint}") from e
 
 
 def _volume(device: str) -> tuple[Any, Any]:
