@@ -2,6 +2,7 @@
 
     fakecfs mount [--background] [--hb-interval-ms N] [--strict] MOUNTPOINT
     fakecfs umount MOUNTPOINT
+    fakecfs run MOUNTPOINT [--node NAME] -- CMD ...
 
 The mount's root is a sysroot (sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb,
 sys/kernel/debug/o2hb, proc/sys/fs/ocfs2/nm/hb_ctl_path): point hbctl at it with
@@ -55,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    "{op, path, value, result} (result: 0 or bytes written, or -errno)")
     u = sub.add_parser("umount", help="stop heartbeat cleanly and unmount MOUNTPOINT")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
+    # Listed for --help only: main() hands `run` and its arguments to fakecfs.run as a whole.
+    sub.add_parser("run", add_help=False,
+                   help="run CMD with MOUNTPOINT's surfaces at their real paths "
+                   "(fakecfs run MOUNTPOINT [--node NAME] -- CMD ...)")
     return p
 
 
@@ -215,6 +220,11 @@ def _umount(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        from . import run
+
+        return run.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "mount":
         return _mount(args)

@@ -1,0 +1,327 @@
+"""``fakecfs run``: run a command with an emulated kernel's surfaces at their real paths.
+
+Unmodified C tools (libo2cb, ``ocfs2_hb_ctl``, ``o2cb``, ``mounted.ocfs2``) only look at
+``/sys/kernel/config``, ``/sys/fs/ocfs2``, ``/sys/fs/o2cb`` and ``/proc/sys/fs/ocfs2``. This
+module gives the command a private mount namespace in which those paths are bind mounts of
+a fakecfs sysroot, and preloads a small shim (``preload/fakecfs_preload.so``) that answers
+``statfs`` on the configfs path with configfs's magic, which FUSE cannot report.
+
+``/sys`` is sysfs: ``/sys/kernel/config`` or ``/sys/fs/ocfs2`` cannot be created there when
+the host lacks the modules. We then *mirror* the parent directory: a tmpfs holding bind
+mounts of every existing entry, plus the new mount points, moved over the parent. Only the
+namespace sees it; the host's tree is never changed.
+
+As root (or root of a user namespace) only a mount namespace is made; otherwise a user
+namespace mapping the caller to root as well (``unshare --user --map-root-user``). With
+``--node NAME`` the command also gets its own IPC namespace (the heartbeat semaphores are
+per node) and UTS namespace with hostname NAME (o2cb finds the local node by hostname).
+At the end the command is exec'd: its exit status is ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+PROG = "fakecfs run"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
+PRELOAD_NAME = "fakecfs_preload.so"
+PRELOAD_SOURCE = os.path.join(PRELOAD_DIR, "fakecfs_preload.c")
+
+
+class RunError(Exception):
+    """``fakecfs run`` cannot set up the namespace; the message says why."""
+
+
+@dataclass(frozen=True)
+class Surface:
+    """One piece of the sysroot and where the tools expect it (first usable target wins)."""
+
+    source: str  # relative to the sysroot
+    targets: tuple[str, ...]
+    required: bool = True
+
+
+SURFACES = (
+    # libo2cb tries /sys/kernel/config, then /config (o2cb_abi.c:init_configfs).
+    Surface("sys/kernel/config", ("/sys/kernel/config", "/config")),
+    Surface("sys/fs/ocfs2", ("/sys/fs/ocfs2",)),
+    Surface("sys/fs/o2cb", ("/sys/fs/o2cb",)),
+    # Read by mount.ocfs2 (hb_ctl_path) and by debugging consumers (o2hbmonitor): optional.
+    Surface("proc/sys/fs/ocfs2", ("/proc/sys/fs/ocfs2",), required=False),
+    Surface("sys/kernel/debug/o2hb", ("/sys/kernel/debug/o2hb",), required=False),
+)
+
+
+# -- the shim -------------------------------------------------------------------------
+
+
+def preload_library() -> str:
+    """Path of the statfs shim, built with ``cc`` when missing or older than its source."""
+    built = os.path.join(PRELOAD_DIR, PRELOAD_NAME)
+    if _fresh(built):
+        return built
+    if not os.path.exists(PRELOAD_SOURCE):
+        raise RunError(f"{built} is missing and so is its source {PRELOAD_SOURCE}")
+    out = built if os.access(PRELOAD_DIR, os.W_OK) else _cache_path()
+    if _fresh(out):
+        return out
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        raise RunError(f"{built} is missing and no C compiler (cc) is installed to build it: "
+                       "install gcc, or run 'make -C fakecfs/preload'")
+    proc = subprocess.run(
+        [cc, "-O2", "-Wall", "-fPIC", "-shared", "-o", out, PRELOAD_SOURCE, "-ldl"],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise RunError(f"building {out} failed:\n{proc.stderr.strip()}")
+    return out
+
+
+def _fresh(path: str) -> bool:
+    try:
+        built = os.stat(path).st_mtime
+    except OSError:
+        return False
+    try:
+        return built >= os.stat(PRELOAD_SOURCE).st_mtime
+    except OSError:
+        return True  # no source to compare with: trust the built library
+
+
+def _cache_path() -> str:
+    from .daemon import state_dir
+
+    return os.path.join(state_dir(), PRELOAD_NAME)
+
+
+# -- namespaces -------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else os.fsencode(s)
+
+    ret = _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _check(ret, f"mount {source or fstype} on {target}")
+
+
+def _write_file(path: str, text: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+
+
+def enter_namespaces(node: str | None) -> str:
+    """Unshare a private mount namespace (+ IPC/UTS with ``node``); say which kind."""
+    extra = CLONE_NEWIPC | CLONE_NEWUTS if node else 0
+    errors = []
+    try:
+        _unshare(CLONE_NEWNS | extra)
+        kind = "mount namespace"
+    except OSError as exc:
+        errors.append(f"unshare(CLONE_NEWNS) failed: {os.strerror(exc.errno or 0)}")
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            _unshare(CLONE_NEWUSER | CLONE_NEWNS | extra)
+        except OSError as exc2:
+            errors.append(f"unshare(CLONE_NEWUSER) failed: {os.strerror(exc2.errno or 0)}")
+            raise RunError(
+                "no mount namespace available (" + "; ".join(errors) + "). Run as root, "
+                "enable user namespaces (sysctl user.max_user_namespaces), or in Docker add "
+                "--cap-add SYS_ADMIN (or --privileged)"
+            ) from exc2
+        # What `unshare --map-root-user` does: the caller is root inside, itself outside.
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", f"0 {uid} 1\n")
+        _write_file("/proc/self/gid_map", f"0 {gid} 1\n")
+        kind = "user + mount namespace"
+    # Our mounts must not leak back to the host (systemd makes / shared).
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if node:
+        socket.sethostname(node)
+    return kind
+
+
+# -- mount points -------------------------------------------------------------------------
+
+
+def ensure_dir(path: str) -> None:
+    """Make ``path`` exist as a directory, mirroring its parent when it cannot be made."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        ensure_dir(parent)
+    try:
+        os.mkdir(path, 0o755)
+    except OSError:
+        mirror(parent, os.path.basename(path))
+
+
+def mirror(directory: str, *new: str) -> None:
+    """Replace ``directory`` (in this namespace) by a tmpfs copy with extra subdirs ``new``.
+
+    Every existing entry is bind mounted (recursively) from the original, so the mirror
+    shows what the original shows; symlinks are copied. The tmpfs is assembled in a
+    temporary directory and moved over ``directory`` in one step.
+    """
+    stage = tempfile.mkdtemp(prefix="fakecfs-run-")
+    try:
+        _mount("tmpfs", stage, "tmpfs", 0, "mode=0755")
+        for name in os.listdir(directory):
+            src, dst = os.path.join(directory, name), os.path.join(stage, name)
+            try:
+                if os.path.islink(src):
+                    os.symlink(os.readlink(src), dst)
+                    continue
+                if os.path.isdir(src):
+                    os.mkdir(dst)
+                else:
+                    open(dst, "x").close()
+                _mount(src, dst, None, MS_BIND | MS_REC)
+            except OSError:
+                continue  # unreadable or vanished entries are simply not mirrored
+        for name in new:
+            os.mkdir(os.path.join(stage, name), 0o755)
+        _mount(stage, directory, None, MS_MOVE)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(stage)
+
+
+def bind_surfaces(sysroot: str) -> dict[str, str]:
+    """Bind every surface of ``sysroot``; return {source: target} of what was bound."""
+    bound: dict[str, str] = {}
+    for surface in SURFACES:
+        src = os.path.join(sysroot, surface.source)
+        if not os.path.isdir(src):
+            if surface.required:
+                raise RunError(f"{src} is missing: is {sysroot} a fakecfs mount?")
+            continue
+        problems = []
+        for target in surface.targets:
+            try:
+                ensure_dir(target)
+                _mount(src, target, None, MS_BIND | MS_REC)
+            except OSError as exc:
+                problems.append(f"{target}: {exc.strerror or exc}")
+                continue
+            bound[surface.source] = target
+            break
+        else:
+            if surface.required:
+                raise RunError(f"cannot place {src}: " + "; ".join(problems))
+    return bound
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def check_sysroot(sysroot: str) -> None:
+    cluster = os.path.join(sysroot, "sys/kernel/config/cluster")
+    try:
+        ok = os.path.isdir(cluster)
+    except OSError:
+        ok = False
+    if not ok:
+        if not os.path.isdir(sysroot):
+            raise RunError(f"{sysroot}: no such directory")
+        raise RunError(f"{sysroot} is not a live fakecfs mount (no sys/kernel/config/cluster): "
+                       f"run 'fakecfs mount --background {sysroot}' first")
+
+
+def command_env(env: dict[str, str], preload: str, bound: dict[str, str],
+                sysroot: str) -> dict[str, str]:
+    """The command's environment: the shim preloaded, told where configfs sits."""
+    out = dict(env)
+    previous = out.get("LD_PRELOAD", "")
+    out["LD_PRELOAD"] = preload + (f":{previous}" if previous else "")
+    out["FAKECFS_CONFIGFS_PATHS"] = bound["sys/kernel/config"]
+    out["FAKECFS_SYSROOT"] = sysroot
+    return out
+
+
+def parser(remainder: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run CMD in a private mount namespace where a fakecfs mount's surfaces "
+        "sit at /sys/kernel/config (or /config), /sys/fs/ocfs2, /sys/fs/o2cb, "
+        "/proc/sys/fs/ocfs2 and /sys/kernel/debug/o2hb, with a statfs shim preloaded so "
+        "unmodified ocfs2-tools accept the emulated configfs.",
+    )
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="a live fakecfs mount")
+    p.add_argument("--node", metavar="NAME",
+                   help="also a private IPC namespace (per-node semaphores) and UTS namespace "
+                   "with hostname NAME")
+    if remainder:
+        p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    return p
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Options and MOUNTPOINT before ``--``, the command after it (never parsed by us)."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        args = parser(remainder=False).parse_args(argv[:cut])
+        return args, argv[cut + 1:]
+    args = parser().parse_args(argv)
+    return args, list(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, cmd = parse(sys.argv[1:] if argv is None else argv)
+    if not cmd:
+        print(f"{PROG}: no command given (fakecfs run MOUNTPOINT [--node NAME] -- CMD ...)",
+              file=sys.stderr)
+        return 1
+    sysroot = os.path.abspath(args.mountpoint)
+    try:
+        check_sysroot(sysroot)
+        preload = preload_library()
+        enter_namespaces(args.node)
+        bound = bind_surfaces(sysroot)
+    except (RunError, OSError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    env = command_env(dict(os.environ), preload, bound, sysroot)
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except OSError as exc:
+        print(f"{PROG}: {cmd[0]}: {exc.strerror}", file=sys.stderr)
+        return 127 if exc.errno == errno.ENOENT else 126
+    return 0  # not reached
