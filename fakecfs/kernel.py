@@ -9,11 +9,12 @@ mount. It needs a trio nursery (``run``) in which the heartbeat tasks live.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -286,6 +287,9 @@ class Kernel:
             configured_nodes=cluster.configured_nodes,
             on_fence=lambda reason: self._fenced(region, reason),
             log=logging.getLogger(f"fakecfs.o2hb.{region.name}"),
+            region_name=region.name,
+            # The first global region needs twice the live threshold to become steady.
+            first_global_region=self.hb.global_mode and not self._running,
         )
         running = _Running(runner, fd=dev_fd)
         self._running[region] = running
@@ -294,7 +298,13 @@ class Kernel:
         if local is not None:
             local.pinned += 1  # o2nm_depend_this_node, for as long as the thread runs
         self._nursery.start_soon(self._region_task, region, running, local)
-        await _first_of(runner.steady, running.done)
+        first = await _first_of(runner.steady.wait, running.done.wait,
+                                functools.partial(_writer_signalled, pid))
+        if first == 2:
+            # A signal reached the blocked writer (SIGKILL, or any it does not block): the
+            # kernel's wait_event_interruptible ends, the start is aborted (EIO).
+            log.warning("dev writer %d signalled; aborting start of region %s", pid, region.name)
+            await self._stop_region(region, clean=True)
         if runner.steady.is_set() and not running.done.is_set():
             region.start_done(os.getpid())
             log.info("heartbeat started on region %s (%s)", region.name, name)
@@ -329,16 +339,50 @@ class Kernel:
         log.critical("region %s fenced: %s", region.name, reason)
 
 
-async def _first_of(*events: trio.Event) -> None:
-    """Wait until any of ``events`` is set."""
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> int:
+    """Run ``waits`` concurrently; return the index of the first to finish (others cancelled)."""
+    winner: list[int] = []
     async with trio.open_nursery() as nursery:
 
-        async def waiter(ev: trio.Event) -> None:
-            await ev.wait()
+        async def waiter(index: int, wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            winner.append(index)
             nursery.cancel_scope.cancel()
 
-        for ev in events:
-            nursery.start_soon(waiter, ev)
+        for index, wait in enumerate(waits):
+            nursery.start_soon(waiter, index, wait)
+    return winner[0]
+
+
+SIGKILL_BIT = 1 << 8
+
+
+def writer_interrupted(status: str) -> bool:
+    """Would the kernel's interruptible wait end for this task (``/proc/PID/status`` text)?
+
+    A signal that is pending and not blocked, or a pending SIGKILL. (A FUSE client blocked
+    in a request that reached the daemon cannot die before the reply, so the kernel-side
+    wait must be ended from here.)
+    """
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    try:
+        pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+        blocked = int(fields["SigBlk"], 16)
+    except (KeyError, ValueError):
+        return False
+    return bool(pending & ~blocked or pending & SIGKILL_BIT)
+
+
+async def _writer_signalled(pid: int) -> None:
+    """Return once the dev writer has a signal that would interrupt the kernel's wait."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as f:
+                if writer_interrupted(f.read()):
+                    return
+        except OSError:  # gone
+            return
+        await trio.sleep(0.05)
 
 
 def _block_device_name(rdev: int) -> str:

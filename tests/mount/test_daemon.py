@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.fakecfs_fixtures import (
     read_attr,
     require_fuse,
     wait_for,
+    write_attr,
 )
 from tests.nodes import Region, configure, livenodes, mkfs, start_region
 
@@ -170,3 +172,37 @@ def test_ordinary_user_runs_a_node_in_a_user_namespace(tmp_path: Path) -> None:
         assert lines[4:] == []  # no region left after the stop
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+WRITER = """
+import os, sys
+fd = os.open(sys.argv[2], os.O_RDWR)
+dev = os.open(sys.argv[1], os.O_WRONLY)
+print("writing", flush=True)
+os.write(dev, str(fd).encode())
+"""
+
+
+def test_writer_killed_while_blocked_aborts_the_start(tmp_path: Path) -> None:
+    """SIGKILL of the process blocked in the dev write aborts the start, as the kernel's
+    interrupted wait does: the region is not started and its attributes are writable again."""
+    require_fuse()
+    image = mkfs(tmp_path / "img")
+    region = Region.of(image)
+    with fakecfs_mount(tmp_path / "m", "--hb-interval-ms", "1000") as root:
+        cdir = configure(root, "demo", 1, 0)
+        rdir = cdir / "heartbeat" / region.uuid
+        rdir.mkdir()
+        write_attr(rdir / "block_bytes", "512")
+        write_attr(rdir / "start_block", str(region.start_block))
+        write_attr(rdir / "blocks", "255")
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(rdir / "dev"), str(image)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+        wait_for(lambda: read_attr(rdir / "dev"), what="start under way")
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: read_attr(rdir / "dev") == "", what="start aborted")
+        assert read_attr(rdir / "pid") == ""
+        write_attr(rdir / "blocks", "255")  # writable again: the region is not started
+        rdir.rmdir()
