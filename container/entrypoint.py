@@ -1,0 +1,404 @@
+"""The container entrypoint that turns one container into one OCFS2 o2cb cluster node.
+
+    docker run --device /dev/fuse --cap-add SYS_ADMIN --hostname node1 \\
+        -v ./cluster.conf:/etc/ocfs2/cluster.conf:ro -v shared:/shared \\
+        -e HEARTBEAT_DEVICE=/shared/ocfs2.img IMAGE [CMD ...]
+
+What it does, in order: checks /dev/fuse and the privilege it needs (and says which docker
+flags are missing when they are); mounts fakecfs (the emulated kernel) at $HBCTL_SYSROOT;
+binds its surfaces where the tools look (/sys/kernel/config, /sys/fs/ocfs2, /sys/fs/o2cb,
+/sys/kernel/debug, /proc/sys/fs/ocfs2), so hbctl and the unmodified C ocfs2-tools both work;
+registers the cluster from $OCFS2_CLUSTER_CONF with the hostname as the local node; starts
+heartbeat on $HEARTBEAT_DEVICE when set; then runs CMD (or waits). On SIGTERM (docker stop)
+or when CMD ends it stops heartbeat cleanly (peers see a clean leave, not a death), unbinds
+and unmounts, and exits with CMD's status.
+
+Privilege: the node needs to mount FUSE and to use libo2cb's semaphore sets, which are made
+with mode 000 (root passes only with CAP_IPC_OWNER, which Docker drops by default).
+  - --device /dev/fuse --cap-add SYS_ADMIN --cap-add IPC_OWNER: the node is the container
+    itself; `docker exec NODE ocfs2_hb_ctl ...` reaches it directly.
+  - --device /dev/fuse --cap-add SYS_ADMIN (profile 1), or --device /dev/fuse --security-opt
+    seccomp=unconfined (profile 2, no SYS_ADMIN): the node runs in a user + mount + IPC
+    namespace made here (unshare --user --map-root-user --mount --ipc), where root may mount
+    FUSE and owns the semaphores; `node-exec CMD` (and the hbctl wrapper) enter it for
+    `docker exec`.
+
+Environment: OCFS2_CLUSTER_CONF (default /etc/ocfs2/cluster.conf), O2CB_CLUSTER (default:
+the only cluster in the file), O2CB_NODE (default: the hostname), O2CB_HEARTBEAT_THRESHOLD
+(dead threshold in intervals; kernel default 31), FAKECFS_HB_INTERVAL_MS (default 2000),
+HEARTBEAT_DEVICE (image file or block device to heartbeat on; unset: none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+PROG = "fakecfs-node"
+STATE = "/run/fakecfs-node"
+USERNS_PID = f"{STATE}/userns.pid"
+READY = f"{STATE}/ready"
+INNER = "_FAKECFS_NODE_INNER"
+BIN = os.path.dirname(sys.executable)
+HBCTL = os.path.join(BIN, "hbctl")
+FAKECFS = os.path.join(BIN, "fakecfs")
+CAP_SYS_ADMIN = 21
+# libo2cb makes each region's semaphore set with mode 000, so even root needs CAP_IPC_OWNER,
+# which Docker drops by default: without it the node gets an IPC namespace of its own.
+CAP_IPC_OWNER = 15
+MS_BIND, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1000, 0x4000, 0x2, 0x4, 0x8
+MNT_DETACH = 2
+
+# Kernel surfaces: (path inside the fakecfs mount = path on a real host).
+SURFACES = (
+    "sys/kernel/config",
+    "sys/kernel/debug",
+    "sys/fs/ocfs2",
+    "sys/fs/o2cb",
+    "proc/sys/fs/ocfs2",
+)
+
+FLAGS_HINT = (
+    "run the container with '--device /dev/fuse --cap-add SYS_ADMIN', or without SYS_ADMIN "
+    "with '--device /dev/fuse --security-opt seccomp=unconfined' (user-namespace profile)"
+)
+
+
+class NodeError(Exception):
+    """A reason this container cannot be a node, worded for the person running docker."""
+
+
+def log(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+# -- preflight ---------------------------------------------------------------------------
+
+
+def check_fuse() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise NodeError("/dev/fuse does not exist in this container: add '--device /dev/fuse' "
+                        "(compose: devices: [/dev/fuse])")
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as exc:
+        if exc.errno == errno.EPERM:  # the device cgroup forbids it
+            raise NodeError("/dev/fuse exists but the container may not use it: add "
+                            "'--device /dev/fuse' (a bind mount of /dev/fuse is not enough)"
+                            ) from None
+        raise NodeError(f"/dev/fuse: {exc.strerror}: run the node as root in the container, "
+                        "or 'chmod 0666 /dev/fuse' on the host as udev would") from None
+
+
+def has_cap(cap: int) -> bool:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+def userns_works() -> str | None:
+    """None when this process may make a user namespace with a mount namespace, else why."""
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                          capture_output=True, text=True, check=False)
+    return None if proc.returncode == 0 else (proc.stderr.strip() or "unshare failed")
+
+
+# -- mounts ------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None
+          ) -> None:
+    if _libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
+                   flags, data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {src} on {target}: {os.strerror(err)}")
+
+
+def umount_lazy(target: str) -> None:
+    _libc.umount2(target.encode(), MNT_DETACH)
+
+
+def shadow(directory: str) -> None:
+    """Make a read-only pseudo-fs directory (sysfs, procfs) writable without losing anything.
+
+    The original is kept under STATE/stash, a tmpfs goes over it, and each original entry is
+    bound back onto a placeholder of the same kind: /sys/fs/cgroup stays where it was and
+    /sys/fs/ocfs2 can now be created next to it.
+    """
+    stash = os.path.join(STATE, "stash", directory.strip("/").replace("/", "_"))
+    os.makedirs(stash, exist_ok=True)
+    mount(directory, stash, None, MS_BIND | MS_REC)
+    mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755")
+    for entry in os.scandir(stash):
+        target = os.path.join(directory, entry.name)
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            os.mkdir(target)
+        else:
+            open(target, "w").close()  # a placeholder to bind onto
+        with contextlib.suppress(OSError):  # an entry we may not bind stays a placeholder
+            mount(entry.path, target, None, MS_BIND | MS_REC)
+
+
+def ensure_dir(path: str) -> None:
+    """mkdir -p that also works under sysfs and procfs (see shadow)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    ensure_dir(parent)
+    try:
+        os.mkdir(path)
+    except OSError:
+        shadow(parent)
+        os.mkdir(path)
+
+
+def bind_surfaces(sysroot: str) -> list[str]:
+    """Bind each emulated surface at its real path; return the targets, in mount order."""
+    done = []
+    for rel in SURFACES:
+        target = "/" + rel
+        ensure_dir(target)
+        mount(os.path.join(sysroot, rel), target, None, MS_BIND)
+        done.append(target)
+    return done
+
+
+# -- the node ----------------------------------------------------------------------------
+
+
+class Node:
+    """One node's lifetime: up() in steps, down() undoing whatever up() got to."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.sysroot = env.get("HBCTL_SYSROOT") or "/run/fakecfs"
+        self.interval_ms = env.get("FAKECFS_HB_INTERVAL_MS", "2000")
+        self.conf = env.get("OCFS2_CLUSTER_CONF", "/etc/ocfs2/cluster.conf")
+        self.device = env.get("HEARTBEAT_DEVICE", "")
+        self.node = env.get("O2CB_NODE") or socket.gethostname()
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.binds: list[str] = []
+        self.heartbeat = False
+
+    def hbctl(self, *args: str) -> None:
+        env = dict(self.env, HBCTL_SYSROOT=self.sysroot)
+        proc = subprocess.run([HBCTL, *args], env=env, check=False)
+        if proc.returncode != 0:
+            raise NodeError(f"'hbctl {' '.join(args)}' failed (exit {proc.returncode})")
+
+    def mount_kernel(self) -> None:
+        os.makedirs(self.sysroot, exist_ok=True)
+        self.daemon = subprocess.Popen(
+            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms, self.sysroot],
+            stdin=subprocess.DEVNULL,
+        )
+        probe = os.path.join(self.sysroot, "sys/kernel/config/cluster")
+        deadline = time.monotonic() + 30
+        while not os.path.isdir(probe):
+            if self.daemon.poll() is not None:
+                self.daemon = None
+                raise NodeError(f"fakecfs could not mount {self.sysroot} (see above)")
+            if time.monotonic() > deadline:
+                raise NodeError(f"fakecfs did not answer on {self.sysroot} within 30 s")
+            time.sleep(0.02)
+
+    def register(self) -> None:
+        if not os.path.exists(self.conf):
+            if self.device:
+                raise NodeError(f"HEARTBEAT_DEVICE is set but there is no cluster.conf at "
+                                f"{self.conf}: mount one with "
+                                f"'-v ./cluster.conf:{self.conf}:ro'")
+            log(f"no {self.conf}: the node runs unregistered (mount a cluster.conf there "
+                "to register one)")
+            return
+        from hbctl.cluster import ConfigError, load
+
+        try:
+            config = load(self.conf)
+        except (OSError, ConfigError) as exc:
+            raise NodeError(f"{self.conf}: {exc}") from None
+        name = self.env.get("O2CB_CLUSTER")
+        if not name:
+            if len(config.clusters) != 1:
+                raise NodeError(f"{self.conf} defines {len(config.clusters)} clusters: "
+                                "set O2CB_CLUSTER to the one to register")
+            name = config.clusters[0].name
+        args = ["cluster", "register", "--config", self.conf, "--node", self.node]
+        if self.env.get("O2CB_HEARTBEAT_THRESHOLD"):
+            args += ["--dead-threshold", self.env["O2CB_HEARTBEAT_THRESHOLD"]]
+        self.hbctl(*args, name)
+
+    def up(self) -> None:
+        self.mount_kernel()
+        self.binds = bind_surfaces(self.sysroot)
+        self.register()
+        if self.device:
+            self.hbctl("start", "-d", self.device)
+            self.heartbeat = True
+        with open(READY, "w", encoding="ascii") as f:
+            f.write(f"{self.node}\n")
+        log(f"node {self.node} is up (heartbeat interval {self.interval_ms} ms"
+            + (f", heartbeat on {self.device})" if self.device else ", no heartbeat)"))
+
+    def down(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(READY)
+        if self.heartbeat:
+            self.heartbeat = False
+            try:
+                self.hbctl("stop", "-d", self.device)
+            except NodeError as exc:  # the daemon's own clean stop below still runs
+                log(str(exc))
+        for target in reversed(self.binds):
+            umount_lazy(target)
+        self.binds = []
+        if self.daemon is not None and self.daemon.poll() is None:
+            # fakecfs's SIGTERM: every region writes its generation-0 block, then unmount.
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                log("fakecfs did not stop within 8 s; killing it")
+                self.daemon.kill()
+                self.daemon.wait()
+        self.daemon = None
+
+
+# -- process supervision (we are PID 1, or the first process of the user namespace) --------
+
+_stop_signal: int | None = None
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    global _stop_signal
+    _stop_signal = signum
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """Reap exited processes reparented to us, leaving our own children to their Popen."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in keep:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
+
+
+def supervise(children: Sequence[subprocess.Popen[bytes] | None],
+              main: subprocess.Popen[bytes] | None) -> int | None:
+    """Wait for a stop signal, or for ``main`` (the user's command) to exit; its status."""
+    while _stop_signal is None:
+        if main is not None and main.poll() is not None:
+            return main.returncode
+        daemon = children[0]
+        if daemon is not None and daemon.poll() is not None:
+            log(f"fakecfs exited unexpectedly (status {daemon.returncode})")
+            return 1
+        reap_orphans({c.pid for c in (*children, main) if c is not None})
+        time.sleep(0.1)
+    return None
+
+
+def stop_command(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def run_node(argv: list[str]) -> int:
+    node = Node(dict(os.environ))
+    command: subprocess.Popen[bytes] | None = None
+    status = 0
+    try:
+        node.up()
+        if _stop_signal is None and argv:
+            command = subprocess.Popen(argv, env=dict(os.environ, HBCTL_SYSROOT=node.sysroot))
+        result = supervise([node.daemon], command)
+        if result is not None:
+            status = result
+        if command is not None:
+            status = stop_command(command) if result is None else result
+        if _stop_signal is not None:
+            log(f"signal {signal.Signals(_stop_signal).name}: stopping the node")
+    except (NodeError, OSError) as exc:
+        log(str(exc))
+        status = 1
+    finally:
+        node.down()
+    return status
+
+
+def run_in_userns(argv: list[str]) -> int:
+    """Re-run this entrypoint as root of a fresh user + mount + IPC namespace.
+
+    Root there may mount FUSE (no CAP_SYS_ADMIN needed outside) and owns the IPC namespace
+    (so the mode-000 semaphore sets work without CAP_IPC_OWNER outside).
+    """
+    inner = subprocess.Popen(
+        ["unshare", "--user", "--map-root-user", "--mount", "--ipc", "--propagation", "private",
+         sys.executable, os.path.abspath(__file__), *argv],
+        env=dict(os.environ, **{INNER: "1"}),
+    )
+    # unshare execs in place: this pid is the namespace's first process, for node-exec.
+    with open(USERNS_PID, "w", encoding="ascii") as f:
+        f.write(f"{inner.pid}\n")
+    while inner.poll() is None:
+        if _stop_signal is not None:
+            inner.send_signal(_stop_signal)
+            break
+        reap_orphans({inner.pid})
+        time.sleep(0.1)
+    status = inner.wait()
+    with contextlib.suppress(OSError):
+        os.unlink(USERNS_PID)
+    return status if status >= 0 else 128 - status
+
+
+def main(argv: list[str]) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    os.makedirs(STATE, exist_ok=True)
+    if os.environ.get(INNER) == "1":
+        return run_node(argv)
+    try:
+        check_fuse()
+        if has_cap(CAP_SYS_ADMIN) and has_cap(CAP_IPC_OWNER):
+            return run_node(argv)
+        why = userns_works()
+        if why is not None:
+            raise NodeError(f"cannot mount FUSE here: no CAP_SYS_ADMIN, and no user namespace "
+                            f"either ({why}; Docker's default seccomp profile forbids them): "
+                            f"{FLAGS_HINT}")
+    except NodeError as exc:
+        log(str(exc))
+        return 1
+    missing = [n for n, c in (("SYS_ADMIN", CAP_SYS_ADMIN), ("IPC_OWNER", CAP_IPC_OWNER))
+               if not has_cap(c)]
+    log(f"no CAP_{' nor CAP_'.join(missing)}: running the node in its own user namespace")
+    return run_in_userns(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
