@@ -119,11 +119,11 @@ def from_attr_write(err: OSError, path: str) -> O2cbError:
     return O2cbError(code, f"write {path}: {os.strerror(err.errno or 0)}")
 
 
-def from_mkdir(err: OSError, path: str, exists: Code) -> O2cbError:
-    """Map mkdir(2) of a configfs item; ``exists`` is what EEXIST means here."""
+def _from_dir_op(err: OSError, op: str, path: str, special: dict[int, Code]) -> O2cbError:
+    """libo2cb's errno mapping for mkdir/rmdir of configfs items; ``special`` comes first."""
     e = err.errno or 0
-    if e == _errno.EEXIST:
-        code = exists
+    if e in special:
+        code = special[e]
     elif e in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
         code = Code.PERMISSION_DENIED
     elif e == _errno.ENOMEM:
@@ -132,23 +132,18 @@ def from_mkdir(err: OSError, path: str, exists: Code) -> O2cbError:
         code = Code.SERVICE_UNAVAILABLE
     else:
         code = Code.INTERNAL_FAILURE
-    return O2cbError(code, f"mkdir {path}: {os.strerror(e)}")
+    return O2cbError(code, f"{op} {path}: {os.strerror(e)}")
+
+
+def from_mkdir(err: OSError, path: str, exists: Code) -> O2cbError:
+    """Map mkdir(2) of a configfs item; ``exists`` is what EEXIST means here."""
+    return _from_dir_op(err, "mkdir", path, {_errno.EEXIST: exists})
 
 
 def from_rmdir(err: OSError, path: str) -> O2cbError:
     """Map rmdir(2) of a configfs item (a region or node still in use is busy)."""
-    e = err.errno or 0
-    if e in (_errno.ENOTEMPTY, _errno.EBUSY):
-        code = Code.REGION_IN_USE
-    elif e in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
-        code = Code.PERMISSION_DENIED
-    elif e == _errno.ENOMEM:
-        code = Code.NO_MEMORY
-    elif e in (_errno.ENOTDIR, _errno.ENOENT):
-        code = Code.SERVICE_UNAVAILABLE
-    else:
-        code = Code.INTERNAL_FAILURE
-    return O2cbError(code, f"rmdir {path}: {os.strerror(e)}")
+    busy = Code.REGION_IN_USE
+    return _from_dir_op(err, "rmdir", path, {_errno.ENOTEMPTY: busy, _errno.EBUSY: busy})
 
 
 def from_sem(err: OSError, what: str) -> O2cbError:

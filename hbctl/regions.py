@@ -317,6 +317,23 @@ def validate_cluster(
     return cluster, is_global
 
 
+def classic_checks(
+    sysroot: Sysroot, running_stack: str, volume: Any, fs: ConfigfsIO = OS_CONFIGFS
+) -> tuple[str, bool]:
+    """What classic group join and leave check first: stack, cluster name, heartbeat mode.
+
+    Returns (cluster, global mode).
+    """
+    validate_stack(
+        running_stack,
+        _text(getattr(volume, "stack", None)),
+        _text(getattr(volume, "cluster_name", None)),
+    )
+    if running_stack != CLASSIC_STACK:
+        raise O2cbError(Code.SERVICE_UNAVAILABLE, f"stack {running_stack!r} is not supported")
+    return validate_cluster(sysroot, volume, fs)
+
+
 def begin_group_join(
     sysroot: Sysroot,
     running_stack: str,
@@ -332,14 +349,7 @@ def begin_group_join(
     ``volume`` is an :class:`hbctl.ondisk.Volume` (``stack``, ``cluster_name``,
     ``global_heartbeat``). User stacks (pcmk, cman) are not handled here.
     """
-    validate_stack(
-        running_stack,
-        _text(getattr(volume, "stack", None)),
-        _text(getattr(volume, "cluster_name", None)),
-    )
-    if running_stack != CLASSIC_STACK:
-        raise O2cbError(Code.SERVICE_UNAVAILABLE, f"stack {running_stack!r} is not supported")
-    cluster, is_global = validate_cluster(sysroot, volume, fs)
+    cluster, is_global = classic_checks(sysroot, running_stack, volume, fs)
     if not is_global:
         start_heartbeat(sysroot, cluster, region, device, desc, persist, fs)
 
@@ -353,13 +363,6 @@ def group_leave(
     fs: ConfigfsIO = OS_CONFIGFS,
 ) -> None:
     """Classic ``o2cb_group_leave``: validate, then stop if local mode."""
-    validate_stack(
-        running_stack,
-        _text(getattr(volume, "stack", None)),
-        _text(getattr(volume, "cluster_name", None)),
-    )
-    if running_stack != CLASSIC_STACK:
-        raise O2cbError(Code.SERVICE_UNAVAILABLE, f"stack {running_stack!r} is not supported")
-    cluster, is_global = validate_cluster(sysroot, volume, fs)
+    cluster, is_global = classic_checks(sysroot, running_stack, volume, fs)
     if not is_global:
         stop_heartbeat(sysroot, cluster, region, persist, fs)
