@@ -1,9 +1,11 @@
 """``python -m bench``: run the side-by-side benchmarks and print ratios against C.
 
-    python -m bench [--quick] [--json] [--only fuse|hbctl] [--cpu N] [--profile]
+    python -m bench [--quick] [--json] [--only fuse|hbctl] [--cpu N] [--variants] [--profile]
 
 FUSE: attribute stat and open+read+close throughput, fakecfs against attrfs (a minimal C
-libfuse low-level server of the same shape), same C client, pinned to one CPU and unpinned.
+libfuse low-level server of the same shape), same C client, pinned to one CPU and unpinned;
+beside them the pyfuse3 floor (the same tree in a few lines of pyfuse3 + trio), which says
+how much of the gap is pyfuse3's and how much fakecfs's.
 ocfs2_hb_ctl: wall time of ``-I -u UUID``, ``-S``, ``-K``, ours against Debian's C tool on
 the same fakecfs kernel, in a private mount + IPC namespace. Targets (from the issues):
 fakecfs >= 0.5x the C server's throughput; ocfs2_hb_ctl <= 3x the C tool's wall time.
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--only", choices=("fuse", "hbctl"), help="run one half only")
     p.add_argument("--cpu", type=int, help="CPU to pin to (default: the last one allowed)")
+    p.add_argument("--variants", action="store_true",
+                   help="also measure the pyfuse3 floor with one worker task and on asyncio")
     p.add_argument("--profile", action="store_true",
                    help="also profile fakecfs under cProfile and our start-up imports")
     return p
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fakecfs-bench-"))
     try:
         if args.only in (None, "fuse"):
-            comparisons += fusebench.measure(workdir, n, rounds, cpu)
+            floors = (fusebench.FLOOR, *(fusebench.FLOOR_VARIANTS if args.variants else ()))
+            comparisons += fusebench.measure(workdir, n, rounds, cpu, floors)
         if args.only in (None, "hbctl"):
             why = hbbench.missing_tools()
             if why:
@@ -73,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             profile["fakecfs"] = profiling.profile_daemon(workdir, 300 if args.quick else 2000)
             profile["imports"] = profiling.import_times()
     finally:
-        for mnt in ("fakecfs", "attrfs", "hbkernel", "profiled"):
-            fusebench.lazy_unmount(workdir / mnt)
+        for mnt in workdir.iterdir():
+            fusebench.lazy_unmount(mnt)
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - t0
 
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'quick' if args.quick else 'full'} run, medians of {rounds} rounds of {n} ops "
           f"(FUSE) and of {hb_rounds} runs / {cycles} cycles (ocfs2_hb_ctl); "
           f"{elapsed:.1f} s\n")
-    print(format_table(comparisons, ours_label="ours", ref_label="C"))
+    print(format_table(comparisons))
     if breakdown:
         print("\nwhere our ocfs2_hb_ctl -I -u goes (median ms of each, cumulative steps):")
         for k, v in breakdown.items():

@@ -20,9 +20,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .build import build
 from .results import Comparison
@@ -117,6 +118,32 @@ class AttrfsServer(Server):
 
 
 @contextmanager
+def pyattrfs_server(mountpoint: Path, label: str, *options: str) -> Iterator[Server]:
+    """``python -m bench.pyattrfs`` (the pyfuse3 floor) with ``options``."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.pyattrfs", *options, str(mountpoint)],
+                            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: is_mounted(mountpoint) or proc.poll() is not None, "pyattrfs to mount")
+        if proc.poll() is not None:
+            raise RuntimeError(f"pyattrfs failed: {proc.communicate()[1].strip()}")
+        yield Server(label, mountpoint, proc.pid)
+    finally:
+        _stop(proc, mountpoint)
+
+
+def _stop(proc: subprocess.Popen[Any], mountpoint: Path) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    lazy_unmount(mountpoint)
+
+
+@contextmanager
 def attrfs_server(mountpoint: Path, log: Path) -> Iterator[AttrfsServer]:
     binary = build("attrfs", fuse=True)
     mountpoint.mkdir(parents=True, exist_ok=True)
@@ -129,13 +156,7 @@ def attrfs_server(mountpoint: Path, log: Path) -> Iterator[AttrfsServer]:
             raise RuntimeError(f"attrfs failed: {log.read_text().strip()}")
         yield AttrfsServer("C attrfs", mountpoint, proc.pid, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        lazy_unmount(mountpoint)
+        _stop(proc, mountpoint)
 
 
 def run_hammer(server: Server, w: Workload, n: int, cpus: set[int] | None) -> float:
@@ -162,45 +183,64 @@ def requests_per_op(c_server: AttrfsServer, n: int) -> dict[str, float]:
 
 
 def compare(
-    ours: Server, ref: Server, cpus: set[int] | None, n: int, rounds: int, group: str,
-    per_op: dict[str, float],
+    servers: list[Server], ref: Server, cpus: set[int] | None, n: int, rounds: int,
+    group: str, per_op: dict[str, float],
 ) -> list[Comparison]:
-    """Every workload on both servers, ``rounds`` times, in alternating order."""
+    """Every workload on every server and the reference, ``rounds`` times.
+
+    Each round runs the reference and the servers back to back, in an order that rotates
+    from round to round, so slow phases of a shared machine fall on all of them alike.
+    """
     all_cpus = os.sched_getaffinity(0)
-    for s in (ours, ref):
+    for s in (ref, *servers):
         s.pin(cpus or all_cpus)
-    comps = {w.name: Comparison(group, w.name, "ops/s", target=THROUGHPUT_TARGET)
-             for w in WORKLOADS}
+    comps = {(s.label, w.name): Comparison(
+        group, f"{w.name}: {s.label}", "ops/s",
+        target=THROUGHPUT_TARGET if s.label == "fakecfs" else None) for s in servers
+        for w in WORKLOADS}
+    refs: dict[str, list[float]] = {w.name: [] for w in WORKLOADS}
+    everyone = [ref, *servers]
     for w in WORKLOADS:  # warm up: page in the daemons' code paths and the client
-        for s in (ref, ours):
+        for s in everyone:
             run_hammer(s, w, max(20, n // 10), cpus)
     for r in range(rounds):
+        order = everyone[r % len(everyone):] + everyone[:r % len(everyone)]
         for w in WORKLOADS:
-            order = (ref, ours) if r % 2 == 0 else (ours, ref)
             for s in order:
                 value = run_hammer(s, w, n, cpus)
-                (comps[w.name].ref if s is ref else comps[w.name].ours).append(value)
-    for w in WORKLOADS:
-        c = comps[w.name]
-        reqs = per_op.get(w.name)
+                (refs[w.name] if s is ref else comps[s.label, w.name].ours).append(value)
+    for (_label, wname), c in comps.items():
+        c.ref = refs[wname]
+        reqs = per_op.get(wname)
         if reqs:
-            us_ours = 1e6 / c.ours_median / reqs
-            us_ref = 1e6 / c.ref_median / reqs
-            c.note = (f"{reqs:.1f} FUSE requests per op; {us_ours:.1f} us per request "
-                      f"(fakecfs) vs {us_ref:.1f} us (C)")
-    return list(comps.values())
+            c.note = (f"{reqs:.1f} requests/op; {1e6 / c.ours_median / reqs:.1f} us/request "
+                      f"vs {1e6 / c.ref_median / reqs:.1f} in C")
+    # Rows grouped by workload: fakecfs, then the floors under it.
+    return [comps[s.label, w.name] for w in WORKLOADS for s in servers]
 
 
-def measure(workdir: Path, n: int, rounds: int, cpu: int) -> list[Comparison]:
-    """Pinned to ``cpu`` and unpinned, every workload, fakecfs against attrfs."""
-    with fakecfs_server(workdir / "fakecfs") as ours, \
-            attrfs_server(workdir / "attrfs", workdir / "attrfs.log") as ref:
+FLOOR = ("pyfuse3 floor", ())
+FLOOR_VARIANTS = (
+    ("floor, 1 task", ("--min-tasks", "1", "--max-tasks", "1")),
+    ("floor, asyncio", ("--asyncio", "--min-tasks", "1", "--max-tasks", "1")),
+)
+
+
+def measure(workdir: Path, n: int, rounds: int, cpu: int,
+            floors: tuple[tuple[str, tuple[str, ...]], ...] = (FLOOR,)) -> list[Comparison]:
+    """Pinned to ``cpu`` and unpinned, every workload: fakecfs and the pyfuse3 floors
+    (``bench.pyattrfs``: (label, options) each) against attrfs."""
+    with ExitStack() as stack:
+        ref = stack.enter_context(attrfs_server(workdir / "attrfs", workdir / "attrfs.log"))
+        servers: list[Server] = [stack.enter_context(fakecfs_server(workdir / "fakecfs"))]
+        for i, (label, options) in enumerate(floors):
+            servers.append(stack.enter_context(
+                pyattrfs_server(workdir / f"pyattrfs{i}", label, *options)))
         per_op = requests_per_op(ref, 50)
-        results = compare(ours, ref, {cpu}, n, rounds, f"FUSE, daemon + client pinned to "
+        results = compare(servers, ref, {cpu}, n, rounds, f"FUSE, daemon + client pinned to "
                           f"CPU {cpu} (ops/s, higher is better)", per_op)
-        results += compare(ours, ref, None, n, rounds,
+        unpinned = compare(servers, ref, None, n, rounds,
                            "FUSE, unpinned (ops/s, higher is better)", per_op)
-        # Notes say the same thing twice otherwise: keep them on the pinned rows only.
-        for c in results[len(WORKLOADS):]:
+        for c in unpinned:  # the request counts are said once, on the pinned rows
             c.note = ""
-        return results
+        return results + unpinned

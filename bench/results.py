@@ -81,10 +81,9 @@ def _target(c: Comparison) -> str:
     return f"{sign} {c.target:.2f}x  {verdict}"
 
 
-def format_table(comparisons: list[Comparison], ours_label: str = "ours",
-                 ref_label: str = "C") -> str:
+def format_table(comparisons: list[Comparison]) -> str:
     """A plain-text table, one block per group, medians and ratio ours/C per row."""
-    headers = ("", "unit", ours_label, ref_label, "ours/C", "target")
+    headers = ("", "unit", "ours", "C", "ours/C", "target")
     rows: list[tuple[str, ...] | str] = []
     group = None
     for c in comparisons:
