@@ -24,6 +24,8 @@ from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
 from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
 from .tree import ROOT_INO, DirEntry, Entry, FileEntry, KernelError, StaticDir
+from .usermode import MountSyscalls
+from .vfs import MountCommand
 
 log = logging.getLogger("fakecfs.kernel")
 
@@ -78,6 +80,7 @@ class Kernel:
         self._nursery: trio.Nursery | None = None
         self._running: dict[Region, _Running] = {}
         self._build()
+        self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -210,6 +213,8 @@ class Kernel:
             for region in list(self._running):
                 await self._stop_region(region, clean=True)
             return len(data[:4095])
+        if isinstance(result, MountCommand):
+            return await self.mounts.execute(result, pid)
         raise AssertionError(f"unknown effect {result!r}")
 
     def _trace(self, op: str, parent: DirEntry, name: str, value: str | None,
@@ -232,7 +237,8 @@ class Kernel:
             self._nursery = None
 
     async def shutdown(self) -> None:
-        """Stop every region cleanly (peers see the generation-0 block)."""
+        """Unmount (put_super runs the helper), then stop every region cleanly."""
+        await self.mounts.unmount_all()
         for region in list(self._running):
             await self._stop_region(region, clean=True)
 
