@@ -18,16 +18,30 @@ The calls go through ctypes to libc: ``sysv_ipc`` cannot create a set of two
 semaphores (its Semaphore objects are one-semaphore sets) and cannot submit
 several sembufs in one semop, which the mutex needs to be atomic.
 
-A future "mounted" flag must not change this set: a C tool's
-``semget(key, 2, ...)`` works on a set of 3, but *our* ``semget(key, 3, ...)``
-fails EINVAL on a set the C tools created with 2, and C tools would never
-clear a third semaphore. The flag therefore has to live elsewhere (a second set
-under another key, or an encoding of the count that C tools still read as a
-count); :func:`semget` takes ``nsems`` so a second set is one call away.
+The "mounted" flag (ocfs2-tools' never-built step 3) lives in a *second* set,
+because the first one cannot carry it:
+
+* our ``semget(key, 3, ...)`` fails EINVAL on a set the C tools made with 2,
+  and a C tool that makes the set first makes it with 2;
+* a C ``-K`` that drops the count to 0 removes only the 2-semaphore set, and
+  any encoding of the flag inside sem 1 (an offset, a high bit) would make the
+  C tools' ``-I`` lie and their ``-K`` stop at the wrong count.
+
+So the flag set is keyed by CRC-32 of ``"<UUID>:mounted"`` (:func:`flag_key`;
+the C tools never compute it) and holds the *identity* of the refcount set it
+belongs to: the refcount set's semid + 1, split over three semaphores of 15,
+15 and 2 bits (SEMVMX is 32767). The flag is set iff the flag set exists and
+names the current refcount set. That makes a flag orphaned by a C tool
+harmless: if a C ``-K`` removed the refcount set (its count hit 0) the next
+set has another semid and the old flag reads as clear. The flag set is only
+touched under the region's mutex (sem 0 of the refcount set), is made without
+SEM_UNDO (it outlives mount.ocfs2, as the mount's reference does) and is
+removed, never zeroed, when cleared: an unmounted region leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -232,3 +246,117 @@ def peek_refs(region: str) -> int | None:
         if e.code in (Code.NO_SEM, Code.SERVICE_UNAVAILABLE):
             return None
         raise
+
+
+# -- the "mounted" flag -----------------------------------------------------------
+
+FLAG_SUFFIX = ":mounted"
+FLAG_NSEMS = 3
+_FLAG_BITS = (15, 15, 2)  # semid + 1 < 2**32, each part <= SEMVMX (32767)
+FLAG_MODE = 0o600
+IPC_EXCL = 0o2000
+
+
+def flag_key(region: str) -> int:
+    """The key of a region's flag set: :func:`region_key` of ``"<region>:mounted"``.
+
+    A CRC of 0 would be IPC_PRIVATE (a new set each time); 1 is used instead.
+    """
+    return region_key(region + FLAG_SUFFIX) or 1
+
+
+def encode_owner(semid: int) -> list[int]:
+    """The flag set's values for a refcount set ``semid`` (never all zero)."""
+    value = semid + 1
+    parts = []
+    for bits in _FLAG_BITS:
+        parts.append(value & ((1 << bits) - 1))
+        value >>= bits
+    if value:
+        raise ValueError(f"semid {semid} does not fit the flag encoding")
+    return parts
+
+
+def decode_owner(values: list[int]) -> int:
+    """Inverse of :func:`encode_owner`; -1 for all zeros (a set not yet written)."""
+    value, shift = 0, 0
+    for part, bits in zip(values, _FLAG_BITS, strict=True):
+        value |= part << shift
+        shift += bits
+    return value - 1
+
+
+def _flag_semid(region: str) -> int | None:
+    """The flag set's semid if it exists (never creates it)."""
+    try:
+        return semget(flag_key(region), 0, 0)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise O2cbError(Code.BAD_SEM, f"semget {region}{FLAG_SUFFIX}: {e.strerror}") from e
+
+
+def _flag_owner(region: str) -> int | None:
+    """The refcount semid the flag set names, or None without a (readable) flag set."""
+    semid = _flag_semid(region)
+    if semid is None:
+        return None
+    try:
+        return decode_owner([_semctl(semid, n, GETVAL) for n in range(FLAG_NSEMS)])
+    except OSError as e:
+        if e.errno in (errno.EIDRM, errno.EINVAL):
+            return None
+        raise from_sem(e, "GETVAL flag") from e
+
+
+def mounted_flag(sems: RegionSemaphores) -> bool:
+    """Whether the region is flagged mounted (call with ``sems``'s mutex held)."""
+    return _flag_owner(sems.region) == sems.semid
+
+
+def set_mounted_flag(sems: RegionSemaphores) -> None:
+    """Flag the region mounted for the refcount set ``sems`` (mutex held).
+
+    A stale flag set (naming an older refcount set) is replaced.
+    """
+    clear_mounted_flag(sems.region)
+    try:
+        semid = semget(flag_key(sems.region), FLAG_NSEMS, IPC_CREAT | IPC_EXCL | FLAG_MODE)
+    except OSError as e:
+        raise O2cbError(Code.BAD_SEM, f"semget {sems.region}{FLAG_SUFFIX}: {e.strerror}") from e
+    # One atomic semop writes all three parts (an op of 0 waits for zero: a no-op
+    # on a fresh set), so no reader ever sees half an identity.
+    try:
+        _semop(semid, [(n, v, 0) for n, v in enumerate(encode_owner(sems.semid))])
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            _semctl(semid, 0, IPC_RMID)
+        raise from_sem(e, "set flag") from e
+
+
+def clear_mounted_flag(region: str) -> None:
+    """Remove the region's flag set if there is one (mutex held); EIDRM is success."""
+    semid = _flag_semid(region)
+    if semid is None:
+        return
+    try:
+        _semctl(semid, 0, IPC_RMID)
+    except OSError as e:
+        if e.errno in (errno.EIDRM, errno.EINVAL):
+            return
+        if e.errno in (errno.EPERM, errno.EACCES):
+            raise O2cbError(Code.PERMISSION_DENIED, "IPC_RMID flag") from e
+        raise O2cbError(Code.INTERNAL_FAILURE, f"IPC_RMID flag: {e.strerror}") from e
+
+
+def peek_mounted_flag(region: str) -> bool:
+    """The flag for status views: never creates either set, takes no mutex."""
+    owner = _flag_owner(region)
+    if owner is None:
+        return False
+    try:
+        semid = semget(region_key(region), 0, 0)
+    except OSError:
+        return False
+    return owner == semid
+

@@ -63,7 +63,7 @@ def test_malformed_commands_are_einval(bad: bytes) -> None:
     assert errno_of(parse_command, bad) == errno.EINVAL
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30))
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30))
 @settings(max_examples=200)
 def test_escape_round_trips_and_has_no_blanks(text: str) -> None:
     e = escape(text)

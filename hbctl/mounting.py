@@ -1,0 +1,436 @@
+"""What mount.ocfs2 and umount do, with the "mounted" flag that makes them count right.
+
+Upstream, every ``mount.ocfs2`` takes one persistent reference on the volume's heartbeat
+region, but the kernel drops references only once per *superblock*: at put_super it runs
+``ocfs2_hb_ctl -K -u UUID`` once, however many mounts (second mounts of the device, bind
+mounts, ``--rbind`` copies) shared that superblock. N mounts of one device leave N-1
+references behind and heartbeat never stops (ocfs2-tools.md §3.8).
+
+The fix, planned in 2008 and never built, is a per-region flag (:mod:`hbctl.semaphores`
+says where it lives and why):
+
+* the first mount of a device takes one persistent reference and sets the flag; later
+  mounts see the flag and take nothing — all mounts hold that one reference together;
+* tools (fsck, tunefs, ``ocfs2_hb_ctl -S`` by hand) always take their own reference;
+* the stop that comes from put_super — ``ocfs2_hb_ctl -K -u UUID`` without a service, or
+  with the mount's service ``"ocfs2"`` — clears the flag and drops the mount's reference.
+  With no flag set it drops one reference anyway: then the mount was made by the C
+  ``mount.ocfs2``, which took its own (upstream counting, unchanged). Tool stops always
+  drop one. At zero, heartbeat stops (rmdir, IPC_RMID) and the flag set goes too.
+
+All flag reads and writes happen under the region's mutex (sem 0 of the C tools' set), so
+the C ``ocfs2_hb_ctl -S/-K/-I`` interleave with us in any order; they just never see the
+flag. For put_super to clear the flag the kernel's ``hb_ctl_path`` must name *our*
+``ocfs2_hb_ctl``: with the C one the mount's reference is still dropped, but the flag
+stays until a C stop takes the count to 0 (a stale flag is then recognised and ignored).
+
+The mount itself:
+
+* against fakecfs (``HBCTL_SYSROOT`` with ``fakecfs/mounts``), the emulated mount(2) and
+  umount(2) are one write(2) each to that control file: ``mount DEV DIR OPTIONS``,
+  ``bind SRC DST``, ``rbind SRC DST``, ``umount DIR``. The mounts are virtual: DIR is a
+  name in the emulated kernel's mount table, not a directory on this host;
+* on a real host (sysroot ``/``), ``mount -i -t ocfs2`` (``-i``: mount(8) must not call
+  the C mount.ocfs2, which would take a second reference), ``mount --bind/--rbind`` and
+  ``umount``; the real kernel then runs ``hb_ctl_path`` at put_super. This path is only
+  testable in the real-kernel lane.
+
+Not done (as in mount.ocfs2 but not needed here): the ``-P`` io-priority call after the
+mount, mtab updates, remounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hbctl import regions, semaphores
+from hbctl.errors import Code, O2cbError
+from hbctl.stack import OS_CONFIGFS, ConfigfsIO
+from hbctl.sysroot import Sysroot
+
+MOUNT_SERVICE = "ocfs2"  # mount.ocfs2's r_service, and the kernel's -K default
+EMULATED_MOUNTS = "fakecfs/mounts"  # fakecfs's control file, under the sysroot
+FSTYPE = "ocfs2"
+HB_NONE = "heartbeat=none"
+HB_LOCAL = "heartbeat=local"
+HB_GLOBAL = "heartbeat=global"
+
+
+class MountError(Exception):
+    """A refused or failed mount/umount: one line for the user."""
+
+
+# -- the refcount with the flag -----------------------------------------------------------
+
+
+def is_mount_service(service: str | None) -> bool:
+    """Whether a stop with ``service`` is the mount's (put_super's) stop."""
+    return service is None or service == MOUNT_SERVICE
+
+
+def _region_exists(sysroot: Sysroot, cluster: str, region: str) -> bool:
+    return os.path.isdir(regions.region_dir(sysroot, cluster, region))
+
+
+def mount_start_heartbeat(
+    sysroot: Sysroot,
+    cluster: str,
+    region: str,
+    device: str,
+    desc: regions.HeartbeatGeometry,
+    fs: ConfigfsIO = OS_CONFIGFS,
+) -> bool:
+    """A mount's start: the first mount takes a reference and sets the flag.
+
+    Returns whether this call took the reference (and so must undo it if the mount
+    fails). Local heartbeat mode only; a flagged region whose directory was removed
+    by hand is started again without a second reference.
+    """
+    sems = semaphores.mutex_down_lookup(region)
+    try:
+        if semaphores.mounted_flag(sems):
+            if not _region_exists(sysroot, cluster, region):
+                with contextlib.suppress(O2cbError):
+                    regions.create_region(sysroot, cluster, region, device, desc, fs)
+            return False
+        try:
+            regions.create_region(sysroot, cluster, region, device, desc, fs)
+        except O2cbError as e:
+            if e.code is not Code.REGION_EXISTS:
+                raise
+        try:
+            sems.get_ref(True)
+        except O2cbError:
+            if sems.refs() == 0:
+                with contextlib.suppress(O2cbError):
+                    regions.remove_region(sysroot, cluster, region, fs)
+            raise
+        try:
+            semaphores.set_mounted_flag(sems)
+        except O2cbError:
+            sems.drop_ref(True)
+            if sems.refs() == 0:
+                with contextlib.suppress(O2cbError):
+                    regions.remove_region(sysroot, cluster, region, fs)
+            raise
+        return True
+    finally:
+        sems.mutex_up()
+
+
+def _stop(sysroot: Sysroot, cluster: str, region: str, persist: bool, mount: bool,
+          fs: ConfigfsIO) -> None:
+    sems = semaphores.mutex_down_lookup(region)
+    destroyed = False
+    try:
+        if mount and semaphores.mounted_flag(sems):
+            semaphores.clear_mounted_flag(region)
+        refs = sems.refs()
+        if refs:
+            sems.drop_ref(persist)
+            refs -= 1
+        if refs == 0:
+            regions.remove_region(sysroot, cluster, region, fs)
+            # Removing the set releases our mutex too; waiters get EIDRM and look again.
+            destroyed = True
+            sems.destroy()
+            semaphores.clear_mounted_flag(region)  # a stale one, if any: leave nothing
+    finally:
+        if not destroyed:
+            sems.mutex_up()
+
+
+def mount_stop_heartbeat(
+    sysroot: Sysroot, cluster: str, region: str, fs: ConfigfsIO = OS_CONFIGFS
+) -> None:
+    """put_super's stop: clear the flag, drop the mount's reference; at 0 stop.
+
+    Without the flag this is upstream's stop (the mount took its own reference).
+    At zero: rmdir the region, then remove the refcount set and the flag set. If the
+    rmdir fails the sets survive (the flag already cleared) and the error is raised.
+    """
+    _stop(sysroot, cluster, region, True, True, fs)
+
+
+def tool_stop_heartbeat(
+    sysroot: Sysroot, cluster: str, region: str, persist: bool = True,
+    fs: ConfigfsIO = OS_CONFIGFS,
+) -> None:
+    """A tool's stop: libo2cb's (drop one, never touch the flag), but at zero the
+    flag set is removed with the refcount set."""
+    _stop(sysroot, cluster, region, persist, False, fs)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What a mount's group join did: the cluster, its mode, and the reference taken."""
+
+    cluster: str
+    is_global: bool
+    took_ref: bool
+
+
+def mount_group_join(
+    sysroot: Sysroot, stack: str, volume: Any, region: str, device: str,
+    desc: regions.HeartbeatGeometry, fs: ConfigfsIO = OS_CONFIGFS,
+) -> Joined:
+    """mount.ocfs2's ``o2cb_begin_group_join``, flagged (global mode: nothing to do)."""
+    cluster, is_global = regions.classic_checks(sysroot, stack, volume, fs)
+    if is_global:
+        return Joined(cluster, True, False)
+    return Joined(cluster, False, mount_start_heartbeat(sysroot, cluster, region, device,
+                                                        desc, fs))
+
+
+def tool_group_leave(
+    sysroot: Sysroot, stack: str, volume: Any, region: str, persist: bool = True,
+    fs: ConfigfsIO = OS_CONFIGFS,
+) -> None:
+    """A tool's ``o2cb_group_leave`` (``ocfs2_hb_ctl -K ... SERVICE``): drop one."""
+    cluster, is_global = regions.classic_checks(sysroot, stack, volume, fs)
+    if not is_global:
+        tool_stop_heartbeat(sysroot, cluster, region, persist, fs)
+
+
+def mount_group_leave(
+    sysroot: Sysroot, stack: str, volume: Any, region: str, fs: ConfigfsIO = OS_CONFIGFS
+) -> None:
+    """The kernel's ``ocfs2_hb_ctl -K -u UUID`` (service "ocfs2"): the flagged stop."""
+    cluster, is_global = regions.classic_checks(sysroot, stack, volume, fs)
+    if not is_global:
+        mount_stop_heartbeat(sysroot, cluster, region, fs)
+
+
+# -- the mount table ------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """/proc/mounts escaping: space, tab, newline and backslash as octal."""
+    out = []
+    for ch in text:
+        out.append(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch)
+    return "".join(out)
+
+
+def unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        code = text[i + 1 : i + 4]
+        if text[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class MountRecord:
+    """One ocfs2 mount: what ``hbctl status`` shows as holding a device."""
+
+    device: str
+    dir: str
+    options: str
+    superblock: str | None  # fakecfs's superblock id; None on a real host
+    uuid: str | None
+
+
+def parse_emulated_mounts(text: str) -> list[MountRecord]:
+    """fakecfs's ``mounts``: ``DEVICE DIR ocfs2 OPTIONS SUPERBLOCK UUID`` per line."""
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 6 and f[2] == FSTYPE:
+            out.append(MountRecord(unescape(f[0]), unescape(f[1]), f[3], f[4], f[5]))
+    return out
+
+
+def parse_proc_mounts(text: str, uuid_of: Callable[[str], str | None]) -> list[MountRecord]:
+    """/proc/mounts lines of type ocfs2; ``uuid_of(device)`` reads a device's UUID."""
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[2] == FSTYPE:
+            device = unescape(f[0])
+            out.append(MountRecord(device, unescape(f[1]), f[3], None, uuid_of(device)))
+    return out
+
+
+def emulated(sysroot: Sysroot) -> bool:
+    """Whether ``sysroot`` is a fakecfs kernel with the emulated mount table."""
+    return os.path.exists(sysroot.path(EMULATED_MOUNTS))
+
+
+def list_mounts(sysroot: Sysroot) -> list[MountRecord]:
+    """Every ocfs2 mount of this (emulated or real) kernel; [] when there is no table."""
+    if emulated(sysroot):
+        with open(sysroot.path(EMULATED_MOUNTS), encoding="utf-8") as f:
+            return parse_emulated_mounts(f.read())
+    if sysroot.emulated:
+        return []
+
+    def uuid_of(device: str) -> str | None:
+        from hbctl.devices import read_volume
+        from hbctl.ondisk import OnDiskError
+
+        try:
+            return read_volume(device).uuid
+        except OnDiskError:
+            return None
+
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as f:
+            return parse_proc_mounts(f.read(), uuid_of)
+    except OSError:
+        return []
+
+
+# -- the syscalls: emulated (a control write) or real (mount(8)) ---------------------------
+
+
+def control_command(verb: str, *args: str) -> str:
+    """One line for fakecfs's control file (paths escaped like /proc/mounts)."""
+    return " ".join([verb, *(escape(a) for a in args)]) + "\n"
+
+
+def _control(sysroot: Sysroot, line: str) -> None:
+    """One write(2) of ``line`` to the control file; OSError carries the kernel's errno."""
+    fd = os.open(sysroot.path(EMULATED_MOUNTS), os.O_WRONLY)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def mount_argv(device: str, dir_: str, options: Sequence[str]) -> list[str]:
+    """mount(8) for the real host: ``-i`` so the C mount.ocfs2 is not run a second time."""
+    return ["mount", "-i", "-t", FSTYPE, "-o", ",".join(options), device, dir_]
+
+
+def bind_argv(src: str, dst: str, recursive: bool) -> list[str]:
+    return ["mount", "--rbind" if recursive else "--bind", src, dst]
+
+
+def umount_argv(dir_: str) -> list[str]:
+    return ["umount", dir_]
+
+
+Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _syscall(sysroot: Sysroot, line: str, argv: list[str], what: str, runner: Runner) -> None:
+    if emulated(sysroot):
+        try:
+            _control(sysroot, line)
+        except OSError as e:
+            raise MountError(f"{what}: {e.strerror} (the emulated kernel's log says why)") from e
+        return
+    if sysroot.emulated:
+        raise MountError(f"{what}: {sysroot.root} has no emulated mount table "
+                         f"({EMULATED_MOUNTS}); is it a fakecfs mount?")
+    done = runner(argv)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout or "").strip()
+        raise MountError(f"{what}: {' '.join(argv)} failed" + (f": {detail}" if detail else ""))
+
+
+@dataclass(frozen=True)
+class MountOutcome:
+    """What ``mount`` did: the volume, its heartbeat option, and the reference taken."""
+
+    uuid: str
+    heartbeat: str  # "local", "global" or "none"
+    took_ref: bool
+
+
+def mount(
+    sysroot: Sysroot,
+    device: str,
+    dir_: str,
+    options: Sequence[str] = (),
+    runner: Runner = _run,
+) -> MountOutcome:
+    """``mount.ocfs2 DEVICE DIR``: check the volume, join heartbeat (flagged), mount(2).
+
+    Refused like mount.ocfs2: a device that is not ocfs2, a cluster stack other than
+    o2cb, a volume for a cluster that is not registered (or not the first one).
+    A local-mount volume is mounted with ``heartbeat=none`` and no cluster join.
+    If mount(2) fails the reference this call took is given back.
+    """
+    from hbctl.devices import read_volume_with_sector
+    from hbctl.ondisk import OnDiskError
+    from hbctl.stack import o2cb_init
+
+    device = os.path.abspath(device)
+    dir_ = os.path.abspath(dir_)
+    try:
+        volume, desc = read_volume_with_sector(device)
+    except OnDiskError as e:
+        raise MountError(f"{device} is not an ocfs2 volume: {e.reason}") from e
+    what = f"mount {device} on {dir_}"
+    if volume.local:
+        opts = [HB_NONE, *options]
+        _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
+                 mount_argv(device, dir_, opts), what, runner)
+        return MountOutcome(volume.uuid, "none", took_ref=False)
+    try:
+        stack = o2cb_init(sysroot)
+        joined = mount_group_join(sysroot, stack, volume, volume.uuid, device, desc)
+    except O2cbError as e:
+        raise MountError(f"{what}: {_join_error(sysroot, volume, e)}") from e
+    hb = "global" if joined.is_global else "local"
+    opts = [HB_GLOBAL if joined.is_global else HB_LOCAL, *options]
+    try:
+        _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
+                 mount_argv(device, dir_, opts), what, runner)
+    except MountError:
+        # o2cb_complete_group_join(error): give back what this mount took.
+        if joined.took_ref:
+            with contextlib.suppress(O2cbError):
+                mount_stop_heartbeat(sysroot, joined.cluster, volume.uuid)
+        raise
+    return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref)
+
+
+def _join_error(sysroot: Sysroot, volume: Any, e: O2cbError) -> str:
+    if e.code is Code.INVALID_CLUSTER_NAME:
+        try:
+            running = regions.list_clusters(sysroot)
+        except O2cbError:
+            running = []
+        have = f"registered: {running[0]!r}" if running else "no cluster is registered"
+        return (f"the volume belongs to cluster {volume.cluster_name!r}, which is not the "
+                f"registered cluster ({have}; hbctl cluster register)")
+    if e.code is Code.INVALID_STACK_NAME:
+        return f"cluster stack mismatch: {e.detail or e.message}"
+    return e.message + (f" ({e.detail})" if e.detail else "")
+
+
+def bind(sysroot: Sysroot, src: str, dst: str, recursive: bool = False,
+         runner: Runner = _run) -> None:
+    """``mount --bind SRC DST`` (``--rbind`` with ``recursive``): no reference at all.
+
+    A bind mount shares the source's superblock, so it needs none of its own: the
+    superblock's last mount, whichever it is, ends in the one put_super stop.
+    """
+    src, dst = os.path.abspath(src), os.path.abspath(dst)
+    verb = "rbind" if recursive else "bind"
+    _syscall(sysroot, control_command(verb, src, dst), bind_argv(src, dst, recursive),
+             f"{verb} {src} on {dst}", runner)
+
+
+def umount(sysroot: Sysroot, dir_: str, runner: Runner = _run) -> None:
+    """``umount DIR``: the kernel does the rest (put_super runs ``hb_ctl_path -K``)."""
+    dir_ = os.path.abspath(dir_)
+    _syscall(sysroot, control_command("umount", dir_), umount_argv(dir_),
+             f"umount {dir_}", runner)
