@@ -329,13 +329,18 @@ def _start(
 
 def _stop(sysroot: Sysroot, stack: str, o: Options, uuid: str, volume: Volume | None) -> None:
     from hbctl.errors import O2cbError
-    from hbctl.regions import group_leave
+    from hbctl.mounting import is_mount_service, mount_group_leave, tool_group_leave
 
     context = "while stopping heartbeat"
     if o.device is None:
         _device, volume, _desc = _lookup(uuid, context)
     try:
-        group_leave(sysroot, stack, volume, uuid, persist=True)
+        # The mount's service ("ocfs2", also the kernel's -K default) is put_super's stop:
+        # it clears the mounted flag (hbctl.mounting). Any other service is a tool's.
+        if is_mount_service(o.service):
+            mount_group_leave(sysroot, stack, volume, uuid)
+        else:
+            tool_group_leave(sysroot, stack, volume, uuid, persist=True)
     except O2cbError as e:
         raise _com_err(e.message, context) from e
 
