@@ -346,3 +346,70 @@ def test_ordinary_user_against_roots_mount(tmp_path: Path, image: Path) -> None:
                 sh.ok(O2CB, f"--config-file={conf}", "unregister-cluster", "demo")
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+# -- fakecfs run itself ----------------------------------------------------------------
+
+
+def fakecfs_run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FAKECFS, "run", *args], capture_output=True, text=True, check=False)
+
+
+def test_run_places_the_surfaces_and_the_shim(sysroot: Path) -> None:
+    script = (
+        "stat -f -c %t /sys/kernel/config; "  # the shim's answer: configfs magic
+        "env -u LD_PRELOAD stat -f -c %t /sys/kernel/config; "  # FUSE's, without it
+        "cat /sys/fs/o2cb/interface_revision /sys/fs/ocfs2/cluster_stack "
+        "/proc/sys/fs/ocfs2/nm/hb_ctl_path; ls /sys/kernel/debug/o2hb; "
+        "test -d /sys/fs/cgroup && test -e /sys/kernel/mm && echo mirrored; hostname"
+    )
+    host_before = os.uname().nodename
+    r = fakecfs_run(str(sysroot), "--node", "n7", "--", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["62656570", "65735546"]
+    assert lines[2:5] == ["5", "o2cb", "/sbin/ocfs2_hb_ctl"]
+    assert "livenodes" in lines[5:]
+    assert lines[-2:] == ["mirrored", "n7"]  # sysfs's own entries still there
+    # Nothing leaked to the host: no configfs appeared, the hostname is unchanged.
+    assert os.uname().nodename == host_before
+    if not os.path.isdir("/sys/kernel/config"):
+        assert not os.path.exists("/sys/fs/o2cb")
+
+
+def test_run_exit_status_and_errors(sysroot: Path, tmp_path: Path) -> None:
+    assert fakecfs_run(str(sysroot), "--", "sh", "-c", "exit 7").returncode == 7
+    assert fakecfs_run(str(sysroot), "true").returncode == 0  # '--' is optional
+    r = fakecfs_run(str(sysroot))
+    assert r.returncode == 1 and "no command given" in r.stderr
+    r = fakecfs_run(str(tmp_path), "--", "true")
+    assert r.returncode == 1 and "is not a live fakecfs mount" in r.stderr
+    r = fakecfs_run(str(sysroot), "--", "no-such-command-here")
+    assert r.returncode == 127 and "no-such-command-here" in r.stderr
+
+
+def test_run_nodes_do_not_share_semaphores(sysroot: Path) -> None:
+    """--node gives each run its own IPC namespace: n1's sets are invisible to n2."""
+    with node_shell(sysroot, "n1") as n1, node_shell(sysroot, "n2") as n2:
+        n1.ok(C_HB_CTL, "-I", "-u", "B7E82B346F634EEA831B1E24655B60BE")  # creates the set
+        assert n1.sem_keys() == [sem_key("B7E82B346F634EEA831B1E24655B60BE")]
+        assert n2.sem_keys() == []
+        assert (n1.ok("hostname"), n2.ok("hostname")) == ("n1\n", "n2\n")
+
+
+def test_run_without_any_mount_namespace_says_so(sysroot: Path) -> None:
+    """No CAP_SYS_ADMIN and no user namespaces left: a clear message and exit 1.
+
+    Made real without touching the host: inside a throwaway user namespace, its own
+    user.max_user_namespaces is set to 0 and every capability is dropped.
+    """
+    script = ("echo 0 > /proc/sys/user/max_user_namespaces && "
+              'exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs "$@"')
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh",
+                        FAKECFS, "run", str(sysroot), "--", "true"],
+                       capture_output=True, text=True, check=False)
+    if "max_user_namespaces" in r.stderr and "fakecfs run" not in r.stderr:
+        pytest.skip(f"cannot build the no-namespace setting here: {r.stderr.strip()}")
+    assert r.returncode == 1
+    assert r.stderr.startswith("fakecfs run: no mount namespace available (")
+    assert "unshare(CLONE_NEWNS) failed" in r.stderr
