@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fakecfs-bench-"))
     try:
         if args.only in (None, "fuse"):
-            floors = (fusebench.FLOOR, *(fusebench.FLOOR_VARIANTS if args.variants else ()))
+            floors = (*fusebench.FLOORS, *(fusebench.FLOOR_VARIANTS if args.variants else ()))
             comparisons += fusebench.measure(workdir, n, rounds, cpu, floors)
         if args.only in (None, "hbctl"):
             why = hbbench.missing_tools()

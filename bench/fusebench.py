@@ -118,16 +118,16 @@ class AttrfsServer(Server):
 
 
 @contextmanager
-def pyattrfs_server(mountpoint: Path, label: str, *options: str) -> Iterator[Server]:
-    """``python -m bench.pyattrfs`` (the pyfuse3 floor) with ``options``."""
+def python_server(mountpoint: Path, label: str, module: str, *options: str) -> Iterator[Server]:
+    """``python -m MODULE OPTIONS MOUNTPOINT``: one of the Python floors."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "bench.pyattrfs", *options, str(mountpoint)],
+    proc = subprocess.Popen([sys.executable, "-m", module, *options, str(mountpoint)],
                             cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait(lambda: is_mounted(mountpoint) or proc.poll() is not None, "pyattrfs to mount")
+        _wait(lambda: is_mounted(mountpoint) or proc.poll() is not None, f"{module} to mount")
         if proc.poll() is not None:
-            raise RuntimeError(f"pyattrfs failed: {proc.communicate()[1].strip()}")
+            raise RuntimeError(f"{module} failed: {proc.communicate()[1].strip()}")
         yield Server(label, mountpoint, proc.pid)
     finally:
         _stop(proc, mountpoint)
@@ -219,23 +219,27 @@ def compare(
     return [comps[s.label, w.name] for w in WORKLOADS for s in servers]
 
 
-FLOOR = ("pyfuse3 floor", ())
+# (label, module, options): the same tree served by less and less Python machinery.
+FLOORS = (
+    ("pyfuse3 floor", "bench.pyattrfs", ()),
+    ("raw /dev/fuse py", "bench.rawfuse", ()),
+)
 FLOOR_VARIANTS = (
-    ("floor, 1 task", ("--min-tasks", "1", "--max-tasks", "1")),
-    ("floor, asyncio", ("--asyncio", "--min-tasks", "1", "--max-tasks", "1")),
+    ("pyfuse3, 1 task", "bench.pyattrfs", ("--min-tasks", "1", "--max-tasks", "1")),
+    ("pyfuse3, asyncio", "bench.pyattrfs", ("--asyncio", "--min-tasks", "1", "--max-tasks", "1")),
 )
 
 
 def measure(workdir: Path, n: int, rounds: int, cpu: int,
-            floors: tuple[tuple[str, tuple[str, ...]], ...] = (FLOOR,)) -> list[Comparison]:
-    """Pinned to ``cpu`` and unpinned, every workload: fakecfs and the pyfuse3 floors
-    (``bench.pyattrfs``: (label, options) each) against attrfs."""
+            floors: tuple[tuple[str, str, tuple[str, ...]], ...] = FLOORS) -> list[Comparison]:
+    """Pinned to ``cpu`` and unpinned, every workload: fakecfs and the Python floors
+    ((label, module, options) each) against attrfs."""
     with ExitStack() as stack:
         ref = stack.enter_context(attrfs_server(workdir / "attrfs", workdir / "attrfs.log"))
         servers: list[Server] = [stack.enter_context(fakecfs_server(workdir / "fakecfs"))]
-        for i, (label, options) in enumerate(floors):
+        for i, (label, module, options) in enumerate(floors):
             servers.append(stack.enter_context(
-                pyattrfs_server(workdir / f"pyattrfs{i}", label, *options)))
+                python_server(workdir / f"floor{i}", label, module, *options)))
         per_op = requests_per_op(ref, 50)
         results = compare(servers, ref, {cpu}, n, rounds, f"FUSE, daemon + client pinned to "
                           f"CPU {cpu} (ops/s, higher is better)", per_op)
