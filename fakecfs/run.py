@@ -4,7 +4,10 @@ Unmodified C tools (libo2cb, ``ocfs2_hb_ctl``, ``o2cb``, ``mounted.ocfs2``) only
 ``/sys/kernel/config``, ``/sys/fs/ocfs2``, ``/sys/fs/o2cb`` and ``/proc/sys/fs/ocfs2``. This
 module gives the command a private mount namespace in which those paths are bind mounts of
 a fakecfs sysroot, and preloads a small shim (``preload/fakecfs_preload.so``) that answers
-``statfs`` on the configfs path with configfs's magic, which FUSE cannot report.
+``statfs`` on the configfs path with configfs's magic, which FUSE cannot report. The shim
+also routes ``mount(2)`` of type ocfs2, bind mounts of emulated mounts and their
+``umount(2)`` to the sysroot's emulated VFS (``FAKECFS_SYSROOT/fakecfs/mounts``), so an
+unmodified ``mount.ocfs2`` and ``umount`` drive the emulated mount lifecycle.
 
 ``/sys`` is sysfs: ``/sys/kernel/config`` or ``/sys/fs/ocfs2`` cannot be created there when
 the host lacks the modules. We then *mirror* the parent directory: a tmpfs holding bind

@@ -266,3 +266,43 @@ def trace_lines(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@contextmanager
+def daemon_node(mountpoint: Path, node: str, *mount_args: str) -> Iterator[NodeShell]:
+    """A node whose fakecfs *daemon* lives in the node's IPC and UTS namespaces.
+
+    Needed when the emulated kernel itself acts in the node: put_super runs
+    ``hb_ctl_path -K -u UUID`` as the daemon's child, in the daemon's namespaces, so its
+    refcount must be the node's. The daemon is started under ``unshare --ipc --uts``; the
+    shell joins those namespaces (``nsenter``) and then ``fakecfs run`` (no ``--node``).
+    The mount stays visible to the test (the mount namespace is the host's).
+    """
+    from fakecfs import daemon
+
+    require_root()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["unshare", "--ipc", "--uts", "sh", "-c", f'hostname {node} && exec "$@"', "sh",
+         FAKECFS, "mount", "--background", *mount_args, str(mountpoint)],
+        check=True, capture_output=True, text=True,
+    )
+    try:
+        pid = daemon.daemon_pid(str(mountpoint))
+        assert pid is not None, "fakecfs daemon did not record its pid"
+        shell = NodeShell(["nsenter", f"--target={pid}", "--ipc", "--uts", "--",
+                           FAKECFS, "run", str(mountpoint), "--", *agent_argv()])
+        try:
+            yield shell
+        finally:
+            shell.close()
+    finally:
+        subprocess.run([FAKECFS, "umount", str(mountpoint)], check=False, capture_output=True)
+
+
+def hb_ctl_wrapper(path: Path, sysroot: Path, tool: str) -> Path:
+    """An ``hb_ctl_path`` program: the kernel runs it with a bare environment in the
+    daemon's mount namespace, so it enters ``fakecfs run`` before exec'ing ``tool``."""
+    path.write_text(f'#!/bin/sh\nexec {FAKECFS} run {sysroot} -- {tool} "$@"\n')
+    path.chmod(0o755)
+    return path

@@ -15,10 +15,13 @@ import pytest
 
 from tests.compat.ctools import (
     C_HB_CTL,
+    HBCTL,
     O2CB,
     PY_HB_CTL,
     NodeShell,
     cluster_conf,
+    daemon_node,
+    hb_ctl_wrapper,
     loop_device,
     node_shell,
     require_ctools,
@@ -96,3 +99,66 @@ def test_mixed_sequence_by_uuid(shell: NodeShell, sysroot: Path, image: Path,
     uuid = Region.of(image).uuid
     with loop_device(image):  # -u finds the device through /proc/partitions
         run_mixed(shell, sysroot, uuid, ["-u", uuid], first, second)
+
+
+# -- mounts: upstream's two-mount leak with upstream's binaries, and the mounted flag --------
+
+
+def test_two_mounts_leak_upstream_and_not_with_hbctl(tmp_path: Path, image: Path) -> None:
+    """mount.ocfs2 (unmodified; the shim routes its mount(2) of type ocfs2 to fakecfs's
+    emulated VFS) takes a reference per mount, but the kernel runs ``-K`` once, at
+    put_super: two mounts leave one reference and heartbeat running. ``hbctl mount`` with
+    the mounted flag leaves nothing."""
+    uuid = Region.of(image).uuid
+    mnt = tmp_path / "node"
+    conf = cluster_conf(tmp_path / "cluster.conf")
+    dirs = [tmp_path / d for d in ("a", "b", "c")]
+    for d in dirs:
+        d.mkdir()
+    a, b, c = (str(d) for d in dirs)
+    upstream_helper = hb_ctl_wrapper(tmp_path / "hb_ctl_c", mnt, C_HB_CTL)
+    our_helper = hb_ctl_wrapper(tmp_path / "hb_ctl_py", mnt, PY_HB_CTL)
+    hb = mnt / "sys/kernel/config/cluster/demo/heartbeat"
+    with loop_device(image) as dev, daemon_node(
+            mnt, "n1", "--hb-interval-ms", "50", "--hb-ctl-path", str(upstream_helper)) as sh:
+        sh.ok(O2CB, f"--config-file={conf}", "register-cluster", "demo")
+
+        def refs() -> str:
+            return both_refs(sh, ["-u", uuid])
+
+        def mounts() -> list[list[str]]:
+            return [line.split() for line in (mnt / "fakecfs/mounts").read_text().splitlines()]
+
+        # Upstream: one persistent reference per mount.ocfs2, one -K at put_super.
+        sh.ok("mount.ocfs2", dev, a)
+        sh.ok("mount.ocfs2", dev, b)
+        assert [(m[0], m[1], m[3], m[5]) for m in mounts()] == [
+            (dev, a, "rw,heartbeat=local", uuid), (dev, b, "rw,heartbeat=local", uuid)]
+        assert mounts()[0][4] == mounts()[1][4]  # one superblock for both
+        assert refs() == f"{uuid}: 2 refs\n"
+        sh.ok("umount", a)
+        assert refs() == f"{uuid}: 2 refs\n"  # not the last mount: no put_super
+        sh.ok("umount", b)  # put_super: the kernel runs the helper, C ocfs2_hb_ctl -K -u
+        assert mounts() == []
+        assert refs() == f"{uuid}: 1 refs\n"  # the leak
+        assert [p.name for p in hb.iterdir() if p.is_dir()] == [uuid]  # still heartbeating
+        sh.ok(C_HB_CTL, "-K", "-u", uuid)  # what an admin (or the init script) must do
+        assert [p.name for p in hb.iterdir() if p.is_dir()] == []
+
+        # Ours: the first mount takes the reference and sets the mounted flag, later
+        # mounts and binds share it, and put_super's -K (our ocfs2_hb_ctl) drops it.
+        sh.ok("sh", "-c", f"echo {our_helper} > /proc/sys/fs/ocfs2/nm/hb_ctl_path")
+        sh.ok(HBCTL, "mount", dev, a)
+        sh.ok(HBCTL, "mount", dev, b)
+        sh.ok("mount", "--bind", a, c)  # util-linux mount(8): MS_BIND, routed by the shim
+        assert [m[1] for m in mounts()] == [a, b, c]
+        assert refs() == f"{uuid}: 1 refs\n"
+        (region,) = sh.status()["clusters"][0]["regions"]
+        assert region["mounted"] is True and region["refs"] == 1
+        sh.ok("umount", a)
+        sh.ok("umount", c)
+        assert [p.name for p in hb.iterdir() if p.is_dir()] == [uuid]
+        sh.ok("umount", b)  # the last mount: put_super runs our -K
+        assert [p.name for p in hb.iterdir() if p.is_dir()] == []
+        assert sh.sem_keys() == []
+        sh.ok(O2CB, f"--config-file={conf}", "unregister-cluster", "demo")
