@@ -5,14 +5,15 @@ heartbeat interval, registers cluster ``bench`` from a cluster.conf, makes a rea
 mkfs.ocfs2 image and attaches it to a loop device, so both tools find the volume by UUID
 (the C tool scans /proc/partitions; ours scans block devices the same way).
 
-The inner half (``python -m bench.hbbench INNER-ARGS``) runs under
-``unshare --mount --propagation private --ipc``: it gives the C tool the emulated surfaces
-at their real paths (the mount's ``sys/kernel/config`` bind-mounted on ``/sys/kernel/config``
-over a tmpfs ``/sys/kernel``, its ``sys/fs`` on ``/sys/fs``, and the project's statfs shim
-in LD_PRELOAD), while ours reads the same mount through HBCTL_SYSROOT. Both share that
-namespace's semaphores, which vanish with it: the host's are never touched. It times each
-command by spawning it from the same Python process and waiting for it, alternating which
-tool goes first, and prints JSON on stdout.
+The inner half (``python -m bench.hbbench INNER-ARGS``) runs where the C tool sees the
+emulated surfaces at their real paths with the statfs shim preloaded: under
+``fakecfs run MOUNTPOINT --node benchnode`` (private mount, IPC and UTS namespaces), or,
+where this checkout has no ``fakecfs run``, under ``unshare --mount --propagation private
+--ipc`` with the binds made here (the mount's ``sys/kernel/config`` on a tmpfs-covered
+``/sys/kernel/config``, its ``sys/fs`` on ``/sys/fs``). Ours reads the same mount through
+HBCTL_SYSROOT. Both share that namespace's semaphores, which vanish with it: the host's
+are never touched. It times each command by spawning it from the same Python process and
+waiting for it, alternating which tool goes first, and prints JSON on stdout.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ VENV_BIN = Path(sys.executable).parent
 OURS = str(VENV_BIN / "ocfs2_hb_ctl")
 HBCTL = str(VENV_BIN / "hbctl")
 CLUSTER = "bench"
+NODE = "benchnode"
 SERVICE = "bench"
 HB_INTERVAL_MS = 25
 WALL_TIME_TARGET = 3.0  # ours <= 3x the C tool's wall time
@@ -53,7 +55,7 @@ node:
 \tip_port = 7777
 \tip_address = 127.0.0.1
 \tnumber = 0
-\tname = benchnode
+\tname = {NODE}
 \tcluster = {CLUSTER}
 """
 
@@ -71,6 +73,12 @@ def missing_tools() -> str | None:
 
 
 # -- outer: the environment -----------------------------------------------------
+
+
+def _has_fakecfs_run() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("fakecfs.run") is not None
 
 
 def mkfs(image: Path) -> None:
@@ -104,7 +112,7 @@ def registered_kernel(mountpoint: Path, conf: Path) -> Iterator[Path]:
     try:
         conf.write_text(CLUSTER_CONF)
         subprocess.run([HBCTL, "cluster", "register", "--config", str(conf), "--node",
-                        "benchnode", CLUSTER], check=True, capture_output=True, text=True,
+                        NODE, CLUSTER], check=True, capture_output=True, text=True,
                        env={**os.environ, "HBCTL_SYSROOT": str(mountpoint)})
         yield mountpoint
     finally:
@@ -121,18 +129,21 @@ def measure(workdir: Path, rounds: int, cycles: int) -> tuple[list[Comparison], 
     uuid = read_volume(str(image)).uuid
     with registered_kernel(workdir / "hbkernel", workdir / "cluster.conf") as mnt, \
             loop_device(image) as dev:
+        via_run = _has_fakecfs_run()
         args = {"mountpoint": str(mnt), "uuid": uuid, "device": dev, "image": str(image),
-                "rounds": rounds, "cycles": cycles}
-        res = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "--ipc", "--",
-             sys.executable, "-m", "bench.hbbench", json.dumps(args)],
-            cwd=ROOT, capture_output=True, text=True,
-        )
+                "rounds": rounds, "cycles": cycles, "via_run": via_run}
+        inner = [sys.executable, "-m", "bench.hbbench", json.dumps(args)]
+        if via_run:
+            wrapper = [FAKECFS, "run", str(mnt), "--node", NODE, "--"]
+        else:
+            wrapper = ["unshare", "--mount", "--propagation", "private", "--ipc", "--"]
+        res = subprocess.run([*wrapper, *inner], cwd=ROOT, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"hb_ctl bench failed:\n{res.stderr}")
         data = json.loads(res.stdout)
     how = ("-u UUID, volume on a loop device" if dev else
            "-d IMAGE (no loop device here)")
+    how += ", in fakecfs run" if via_run else ", in unshare"
     group = f"ocfs2_hb_ctl wall time, median ms ({how}; lower is better)"
     names = {
         "info": "-I -u UUID",
@@ -170,8 +181,12 @@ def _timed(argv: list[str], env: dict[str, str], argv0: str = "ocfs2_hb_ctl") ->
 
 def _inner(args: dict[str, Any]) -> dict[str, Any]:
     mnt, uuid = args["mountpoint"], args["uuid"]
-    _bind_surfaces(mnt)
     c_env = {"PATH": PATH_ENV, "HOME": "/", "LD_PRELOAD": str(SHIM)}
+    if args["via_run"]:  # fakecfs run made the binds and chose the shim and its settings
+        c_env.update({k: v for k, v in os.environ.items()
+                      if k == "LD_PRELOAD" or k.startswith("FAKECFS_")})
+    else:
+        _bind_surfaces(mnt)
     our_env = {"PATH": PATH_ENV, "HOME": "/", "HBCTL_SYSROOT": mnt,
                "HBCTL_DEVICES": "" if args["device"] else args["image"]}
     target = ["-u", uuid] if args["device"] else ["-d", args["image"]]
@@ -204,10 +219,11 @@ def _inner(args: dict[str, Any]) -> dict[str, Any]:
             times["start"][name].append(start)
             times["stop"][name].append(stop)
             times["cycle"][name].append(start + stop)
-    return {**times, "breakdown": _startup_breakdown(our_env, uuid, args["rounds"])}
+    return {**times, "breakdown": _startup_breakdown(our_env, c_env, uuid, args["rounds"])}
 
 
-def _startup_breakdown(env: dict[str, str], uuid: str, rounds: int) -> dict[str, float]:
+def _startup_breakdown(env: dict[str, str], c_env: dict[str, str], uuid: str,
+                       rounds: int) -> dict[str, float]:
     """Where our -I -u's wall time goes, in cumulative steps (median ms of each)."""
     py = sys.executable
     steps = {
@@ -217,7 +233,6 @@ def _startup_breakdown(env: dict[str, str], uuid: str, rounds: int) -> dict[str,
         "ocfs2_hb_ctl -I -u UUID (whole run)": [OURS, "-I", "-u", uuid],
         "C ocfs2_hb_ctl -I -u UUID": [C_TOOL, "-I", "-u", uuid],
     }
-    c_env = {"PATH": PATH_ENV, "HOME": "/", "LD_PRELOAD": str(SHIM)}
     out: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(rounds):
         for k, argv in steps.items():
