@@ -365,6 +365,9 @@ def test_run_places_the_surfaces_and_the_shim(sysroot: Path) -> None:
         "test -d /sys/fs/cgroup && test -e /sys/kernel/mm && echo mirrored; hostname"
     )
     host_before = os.uname().nodename
+    surfaces = {"/sys/kernel/config", "/config", "/sys/fs/ocfs2", "/sys/fs/o2cb", "/sys/fs",
+                "/sys/kernel", "/proc/sys/fs", "/proc/sys/fs/ocfs2", "/sys/kernel/debug/o2hb"}
+    mounted_before = host_mountpoints() & surfaces
     r = fakecfs_run(str(sysroot), "--node", "n7", "--", "sh", "-c", script)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -372,10 +375,14 @@ def test_run_places_the_surfaces_and_the_shim(sysroot: Path) -> None:
     assert lines[2:5] == ["5", "o2cb", "/sbin/ocfs2_hb_ctl"]
     assert "livenodes" in lines[5:]
     assert lines[-2:] == ["mirrored", "n7"]  # sysfs's own entries still there
-    # Nothing leaked to the host: no configfs appeared, the hostname is unchanged.
+    # Nothing leaked to the host: no mount on those paths, the hostname unchanged.
+    assert host_mountpoints() & surfaces == mounted_before
     assert os.uname().nodename == host_before
-    if not os.path.isdir("/sys/kernel/config"):
-        assert not os.path.exists("/sys/fs/o2cb")
+
+
+def host_mountpoints() -> set[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return {line.split()[4] for line in f}
 
 
 def test_run_exit_status_and_errors(sysroot: Path, tmp_path: Path) -> None:
