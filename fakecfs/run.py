@@ -46,6 +46,7 @@ MS_BIND = 0x1000
 MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MNT_DETACH = 2
 
 PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
 PRELOAD_NAME = "fakecfs_preload.so"
@@ -192,6 +193,8 @@ def ensure_dir(path: str) -> None:
     try:
         os.mkdir(path, 0o755)
     except OSError:
+        if parent == "/":
+            raise  # never mirror the root itself: /config is only tried where it can be made
         mirror(parent, os.path.basename(path))
 
 
@@ -203,6 +206,7 @@ def mirror(directory: str, *new: str) -> None:
     temporary directory and moved over ``directory`` in one step.
     """
     stage = tempfile.mkdtemp(prefix="fakecfs-run-")
+    moved = False
     try:
         _mount("tmpfs", stage, "tmpfs", 0, "mode=0755")
         for name in os.listdir(directory):
@@ -221,7 +225,10 @@ def mirror(directory: str, *new: str) -> None:
         for name in new:
             os.mkdir(os.path.join(stage, name), 0o755)
         _mount(stage, directory, None, MS_MOVE)
+        moved = True
     finally:
+        if not moved:  # a half-built mirror must not pin the staging directory
+            _libc.umount2(os.fsencode(stage), MNT_DETACH)
         with contextlib.suppress(OSError):
             os.rmdir(stage)
 
