@@ -96,7 +96,10 @@ async def call_usermodehelper(argv: list[str], env: dict[str, str]) -> int:
 async def leave_group(hb_ctl_path: str, uuid: str) -> int:
     """``ocfs2_leave_group``: run the helper, log as the kernel does if it could not run."""
     argv = helper_argv(hb_ctl_path, uuid)
+    started = trio.current_time()
     ret = await call_usermodehelper(argv, dict(HELPER_ENV))
+    log.info("user helper %s: status %d after %.0f ms", " ".join(argv), ret,
+             (trio.current_time() - started) * 1000)
     if ret < 0:
         log.error('ocfs2: Error %d running user helper "%s %s %s %s"', ret, *argv)
     return ret

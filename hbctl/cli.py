@@ -78,6 +78,24 @@ def _parser() -> argparse.ArgumentParser:
     sh = csub.add_parser("show", help="the registered cluster, nodes and regions")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
 
+    m = sub.add_parser("mount", help="mount an ocfs2 volume as mount.ocfs2 does (flagged ref)",
+                       description="Mount DEVICE on DIR as mount.ocfs2 does: check the volume "
+                       "and the cluster, join heartbeat (the first mount of a device takes one "
+                       "reference and sets the mounted flag; later mounts take none), then "
+                       "mount(2). Against fakecfs the mount is emulated and DIR is a virtual "
+                       "name; on a real host mount(8) is run. --bind/--rbind: SRC DST.")
+    m.add_argument("source", metavar="DEVICE|SRC")
+    m.add_argument("target", metavar="DIR|DST")
+    kind = m.add_mutually_exclusive_group()
+    kind.add_argument("--bind", action="store_true", help="bind-mount SRC on DST")
+    kind.add_argument("--rbind", action="store_true",
+                      help="bind-mount SRC and every mount below it on DST")
+    m.add_argument("-o", "--options", default="", metavar="OPTS",
+                   help="extra mount options, comma-separated")
+    um = sub.add_parser("umount", help="unmount DIR (the last mount of a device stops "
+                        "heartbeat through the kernel's ocfs2_hb_ctl -K)")
+    um.add_argument("dir", metavar="DIR")
+
     lp = sub.add_parser("loop", help="attach or detach loop devices (root)")
     lsub = lp.add_subparsers(dest="loop_command", required=True, metavar="ACTION")
     la = lsub.add_parser("attach", help="attach IMAGE to a free loop device and print it")
@@ -188,7 +206,11 @@ def _livenodes(sysroot: Sysroot, region: str) -> list[int] | None:
 def status_data(sysroot: Sysroot) -> dict[str, Any]:
     """What ``hbctl status`` reports, as plain data (also the --json output)."""
     from .cluster import show
+    from .mounting import list_mounts
+    from .semaphores import peek_mounted_flag
 
+    mounts = [{"device": m.device, "dir": m.dir, "options": m.options,
+               "superblock": m.superblock, "uuid": m.uuid} for m in list_mounts(sysroot)]
     clusters = []
     for c in show(sysroot):
         names = {int(n["num"]): name for name, n in c["nodes"].items() if n.get("num")}
@@ -200,6 +222,9 @@ def status_data(sysroot: Sysroot) -> dict[str, Any]:
                 "uuid": uuid,
                 "device": r.get("dev") or None,
                 "refs": r.get("refs"),
+                # the mounted flag: the mounts of this device hold one reference together
+                "mounted": peek_mounted_flag(uuid),
+                "mounts": [m["dir"] for m in mounts if m["uuid"] == uuid],
                 "pid": int(r["pid"]) if r.get("pid") else None,
                 "live_nodes": None if live is None else [
                     {"num": n, "name": names.get(n)} for n in live
@@ -218,7 +243,7 @@ def status_data(sysroot: Sysroot) -> dict[str, Any]:
                                             key=lambda kv: int(kv[1].get("num") or 0))],
             "regions": regions,
         })
-    return {"sysroot": sysroot.root, "clusters": clusters}
+    return {"sysroot": sysroot.root, "clusters": clusters, "mounts": mounts}
 
 
 def cmd_status(args: argparse.Namespace, sysroot: Sysroot) -> None:
@@ -237,11 +262,17 @@ def cmd_status(args: argparse.Namespace, sysroot: Sysroot) -> None:
             live = r["live_nodes"]
             live_text = "-" if live is None else (
                 " ".join(f"{n['num']}({n['name'] or '?'})" for n in live) or "none")
-            rows.append([r["uuid"], r["device"], r["refs"], live_text])
+            rows.append([r["uuid"], r["device"], r["refs"], "yes" if r["mounted"] else "no",
+                         " ".join(r["mounts"]) or "-", live_text])
         if rows:
-            out.append(render(["REGION", "DEVICE", "REFS", "LIVE NODES"], rows))
+            out.append(render(["REGION", "DEVICE", "REFS", "MOUNTED", "MOUNTS", "LIVE NODES"],
+                              rows))
         else:
             out.append("no heartbeat regions\n")
+    if data["mounts"]:
+        out.append(render(["MOUNT", "DEVICE", "UUID", "SUPERBLOCK", "OPTIONS"],
+                          [[m["dir"], m["device"], m["uuid"], m["superblock"] or "-",
+                            m["options"]] for m in data["mounts"]]))
     _emit(args, data, "".join(out))
 
 
@@ -311,6 +342,41 @@ def cmd_cluster(args: argparse.Namespace, sysroot: Sysroot) -> None:
                        + (f" ({e.detail})" if e.detail else "")) from e
 
 
+def cmd_mount(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from . import mounting
+    from .semaphores import peek_refs
+
+    try:
+        if args.bind or args.rbind:
+            if args.options:
+                raise CliError("--options does not go with --bind/--rbind")
+            mounting.bind(sysroot, args.source, args.target, recursive=args.rbind)
+            print(f"{os.path.abspath(args.source)} bound on {os.path.abspath(args.target)}"
+                  + (" (recursively)" if args.rbind else ""))
+            return
+        options = [o for o in args.options.split(",") if o]
+        done = mounting.mount(sysroot, args.source, args.target, options)
+    except mounting.MountError as e:
+        raise CliError(str(e)) from e
+    if done.heartbeat == "local":
+        ref = "took the mount reference" if done.took_ref else "already mounted: no new reference"
+        hb = f"heartbeat=local, {ref}, {peek_refs(done.uuid) or 0} refs"
+    else:
+        hb = f"heartbeat={done.heartbeat}"
+    print(f"{done.uuid}: mounted {os.path.abspath(args.source)} on "
+          f"{os.path.abspath(args.target)} ({hb})")
+
+
+def cmd_umount(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from . import mounting
+
+    try:
+        mounting.umount(sysroot, args.dir)
+    except mounting.MountError as e:
+        raise CliError(str(e)) from e
+    print(f"{os.path.abspath(args.dir)} unmounted")
+
+
 def cmd_loop(args: argparse.Namespace, sysroot: Sysroot) -> None:
     from .devices import DeviceError, loop_attach, loop_detach
 
@@ -326,6 +392,7 @@ def cmd_loop(args: argparse.Namespace, sysroot: Sysroot) -> None:
 COMMANDS = {
     "start": cmd_start, "stop": cmd_stop, "refs": cmd_refs, "status": cmd_status,
     "info": cmd_info, "devices": cmd_devices, "cluster": cmd_cluster, "loop": cmd_loop,
+    "mount": cmd_mount, "umount": cmd_umount,
 }
 
 

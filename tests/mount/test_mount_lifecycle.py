@@ -1,0 +1,418 @@
+"""The seed's problem, end to end: mounts, binds and rbinds of one device hold heartbeat
+together, and the last one going — through put_super and ``ocfs2_hb_ctl -K`` — stops it.
+
+Each test is one emulated node: a fakecfs daemon started inside a private IPC namespace,
+so that the helper it runs at put_super and every hbctl/ocfs2_hb_ctl command the test runs
+(``nsenter --ipc``) share the node's semaphores, and nothing is left on the host. The
+kernel's ``hb_ctl_path`` names a wrapper that points our ``ocfs2_hb_ctl`` at this fakecfs
+(the kernel's environment has no HBCTL_SYSROOT). Images are real mkfs.ocfs2 volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakecfs import daemon
+from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, require_fuse, wait_for
+from tests.ipcns import IpcNamespace, ipc_namespace
+from tests.nodes import Region, configure, mkfs
+
+HBCTL = str(VENV_BIN / "hbctl")
+PY_HB_CTL = str(VENV_BIN / "ocfs2_hb_ctl")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Node:
+    ns: IpcNamespace
+    sysroot: Path
+    image: Path
+    uuid: str
+    env: dict[str, str]
+    tmp: Path
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.ns.run(*argv, env=self.env)
+
+    def hbctl(self, *args: str) -> str:
+        p = self.run(HBCTL, *args)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    def hbctl_fails(self, *args: str) -> str:
+        p = self.run(HBCTL, *args)
+        assert p.returncode == 1, p.stdout
+        return p.stderr
+
+    def hb_ctl(self, *args: str) -> str:
+        p = self.run(PY_HB_CTL, *args)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    def region(self) -> dict[str, Any] | None:
+        data = json.loads(self.hbctl("status", "--json"))
+        regions = [r for c in data["clusters"] for r in c["regions"] if r["uuid"] == self.uuid]
+        return regions[0] if regions else None
+
+    def state(self) -> dict[str, Any]:
+        """refs, flag, mounts, whether it heartbeats, and how many sets the node has."""
+        r = self.region()
+        return {
+            "running": r is not None and bool(r["live_nodes"]),
+            "refs": None if r is None else r["refs"],
+            "flag": None if r is None else r["mounted"],
+            "mounts": None if r is None else r["mounts"],
+            "sets": len(self.ns.semaphore_sets()),
+        }
+
+    @property
+    def region_dir(self) -> Path:
+        return self.sysroot / "sys/kernel/config/cluster/demo/heartbeat" / self.uuid
+
+    def pinned(self) -> str:
+        return read_attr(self.sysroot / "sys/kernel/debug/o2hb" / self.uuid / "pinned")
+
+    def active_stack(self) -> str:
+        return read_attr(self.sysroot / "sys/fs/ocfs2/active_cluster_plugin")
+
+    def set_hb_ctl_path(self, path: Path | str) -> None:
+        fd = os.open(self.sysroot / "proc/sys/fs/ocfs2/nm/hb_ctl_path", os.O_WRONLY)
+        try:
+            os.write(fd, f"{path}\n".encode())
+        finally:
+            os.close(fd)
+
+    def control(self, line: str) -> None:
+        fd = os.open(self.sysroot / "fakecfs/mounts", os.O_WRONLY)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def log(self) -> str:
+        return Path(daemon.log_file(str(self.sysroot))).read_text()
+
+
+GONE = {"running": False, "refs": None, "flag": None, "mounts": None, "sets": 0}
+
+
+def assert_gone(node: Node) -> None:
+    """No region, no refcount set, no flag set: heartbeat stopped and nothing left."""
+    state = node.state()
+    assert state == GONE, (node.ns.semaphore_sets(), node.log()[-3000:])
+
+
+def _wrapper(path: Path, sysroot: Path, image: Path) -> Path:
+    """What hb_ctl_path names: our ocfs2_hb_ctl, told where the emulated kernel is."""
+    path.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        export HBCTL_SYSROOT={sysroot} HBCTL_DEVICES={image}
+        exec {PY_HB_CTL} "$@"
+        """))
+    path.chmod(0o755)
+    return path
+
+
+def _ipc_ns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/ipc")
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    require_fuse()
+    image = mkfs(tmp_path / "vol.img")
+    sysroot = tmp_path / "sysroot"
+    sysroot.mkdir()
+    helper = _wrapper(tmp_path / "ocfs2_hb_ctl", sysroot, image)
+    env = dict(os.environ, HBCTL_SYSROOT=str(sysroot), HBCTL_DEVICES=str(image))
+    with ipc_namespace() as ns:
+        # The holder may not have unshared yet: nsenter would then enter the host's IPC
+        # namespace, and the daemon (with the helpers it runs) would live there.
+        wait_for(lambda: _ipc_ns(ns.holder.pid) != _ipc_ns(os.getpid()), timeout=10,
+                 what="the namespace holder to unshare")
+        started = ns.run(FAKECFS, "mount", "--background", "--hb-interval-ms", "50",
+                         "--hb-ctl-path", str(helper), str(sysroot), env=env)
+        assert started.returncode == 0, started.stderr
+        pid = daemon.daemon_pid(str(sysroot))
+        assert pid is not None and _ipc_ns(pid) == _ipc_ns(ns.holder.pid)
+        try:
+            configure(sysroot, "demo", nodes=2, local=0)
+            yield Node(ns, sysroot, image, Region.of(image).uuid, env, tmp_path)
+        finally:
+            ns.run(FAKECFS, "umount", str(sysroot), env=env)
+
+
+# -- the must-show scenarios ------------------------------------------------------------------
+
+
+def test_bind_then_umount_of_the_original_keeps_heartbeat_until_the_bind_goes(
+        node: Node) -> None:
+    out = node.hbctl("mount", str(node.image), "/mnt/a")
+    assert "took the mount reference, 1 refs" in out
+    assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": ["/mnt/a"],
+                            "sets": 2}
+    assert node.pinned() == "1\n"
+    assert node.active_stack() == "o2cb\n"
+    node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    assert node.state()["mounts"] == ["/mnt/a", "/mnt/b"]
+    assert node.state()["refs"] == 1
+
+    node.hbctl("umount", "/mnt/a")
+    assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": ["/mnt/b"],
+                            "sets": 2}
+    assert node.pinned() == "1\n"
+
+    node.hbctl("umount", "/mnt/b")
+    assert_gone(node)
+    assert not node.region_dir.exists()
+    assert node.active_stack() == ""
+
+
+def test_two_mounts_of_one_device_share_one_reference_and_the_last_umount_stops(
+        node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    out = node.hbctl("mount", str(node.image), "/mnt/b")
+    assert "already mounted: no new reference, 1 refs" in out
+    mounts = json.loads(node.hbctl("status", "--json"))["mounts"]
+    assert [m["dir"] for m in mounts] == ["/mnt/a", "/mnt/b"]
+    assert mounts[0]["superblock"] == mounts[1]["superblock"]  # one superblock
+
+    node.hbctl("umount", "/mnt/b")
+    assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": ["/mnt/a"],
+                            "sets": 2}
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
+
+
+def test_upstream_counting_every_mount_plus_one_leaks_a_reference(node: Node) -> None:
+    """What mount.ocfs2 does (+1 per mount, no flag): the one put_super leaves 1 behind."""
+    for d in ("/mnt/a", "/mnt/b"):
+        node.hb_ctl("-S", "-d", str(node.image), "ocfs2")  # o2cb_begin_group_join, r_persist
+        node.control(f"mount {node.image} {d} heartbeat=local")  # then mount(2)
+    assert node.state()["refs"] == 2
+    node.hbctl("umount", "/mnt/a")
+    node.hbctl("umount", "/mnt/b")  # put_super: our ocfs2_hb_ctl -K drops one
+    leaked = node.state()
+    assert leaked == {"running": True, "refs": 1, "flag": False, "mounts": [], "sets": 1}
+    assert node.pinned() == "0\n"  # nothing is mounted, heartbeat just never stops
+    node.hb_ctl("-K", "-u", node.uuid)  # what o2cb's clean_heartbeat has to do
+    assert_gone(node)
+
+
+def test_a_tool_reference_taken_by_hand_survives_the_umount_until_the_tool_lets_go(
+        node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hb_ctl("-S", "-u", node.uuid, "fsck")  # a tool: always its own reference
+    assert node.state()["refs"] == 2
+    node.hbctl("umount", "/mnt/a")
+    assert node.state() == {"running": True, "refs": 1, "flag": False, "mounts": [],
+                            "sets": 1}
+    node.hb_ctl("-K", "-u", node.uuid, "fsck")
+    assert_gone(node)
+
+
+TOOL = """
+import os, signal, sys, time
+from hbctl import regions
+from hbctl.devices import read_volume_with_sector
+from hbctl.sysroot import from_env
+image = os.environ["HBCTL_DEVICES"]
+vol, desc = read_volume_with_sector(image)
+root = from_env()
+# fsck/tunefs: ocfs2_initialize_dlm -> group join with a SEM_UNDO reference
+regions.begin_group_join(root, "o2cb", vol, vol.uuid, image, desc, persist=False)
+def leave(*_):
+    regions.group_leave(root, "o2cb", vol, vol.uuid, persist=False)  # ocfs2_shutdown_dlm
+    sys.exit(0)
+signal.signal(signal.SIGTERM, leave)
+print("joined", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def _start_tool(node: Node) -> subprocess.Popen[str]:
+    tool = subprocess.Popen(
+        ["nsenter", "--ipc", "--target", str(node.ns.holder.pid), sys.executable, "-c", TOOL],
+        env={**node.env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    assert tool.stdout is not None
+    assert tool.stdout.readline() == "joined\n"
+    return tool
+
+
+def test_a_sem_undo_tool_reference_survives_the_umount_until_the_tool_leaves(
+        node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    tool = _start_tool(node)
+    try:
+        assert node.state()["refs"] == 2
+        node.hbctl("umount", "/mnt/a")
+        assert node.state() == {"running": True, "refs": 1, "flag": False, "mounts": [],
+                                "sets": 1}
+        tool.send_signal(signal.SIGTERM)
+        assert tool.wait(timeout=60) == 0
+    finally:
+        tool.kill()
+        tool.wait()
+    assert_gone(node)
+
+
+def test_a_tool_killed_with_sigkill_releases_its_sem_undo_reference(node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    tool = _start_tool(node)
+    tool.kill()
+    tool.wait()
+    # The kernel undid the tool's +1; the mount's reference is all that is left.
+    assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": ["/mnt/a"],
+                            "sets": 2}
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
+
+
+RECORDER = """#!/bin/sh
+# The helper's argv, its environment exactly as execve gave it, and its cwd.
+{{ printf '%s\\n' "$0" "$@"; echo --env; tr '\\0' '\\n' < /proc/$$/environ; echo --cwd; pwd; }} \
+    > {record}
+{then}
+"""
+
+
+def test_put_super_runs_what_hb_ctl_path_names_with_the_kernels_argv_and_env(
+        node: Node) -> None:
+    record = node.tmp / "record"
+    recorder = node.tmp / "recorder"
+    recorder.write_text(RECORDER.format(record=record, then="exit 0"))
+    recorder.chmod(0o755)
+    node.set_hb_ctl_path(recorder)
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    node.hbctl("umount", "/mnt/a")
+    assert not record.exists()  # not the last mount: no put_super
+    node.hbctl("umount", "/mnt/b")  # returns after the helper exited (UMH_WAIT_PROC)
+    argv, rest = record.read_text().split("--env\n")
+    env, cwd = rest.split("--cwd\n")
+    assert argv.splitlines() == [str(recorder), "-K", "-u", node.uuid]
+    assert sorted(env.splitlines()) == ["HOME=/", "PATH=/sbin:/bin:/usr/sbin:/usr/bin"]
+    assert cwd == "/\n"
+    # This helper did not stop anything: the mount's reference and flag are still there,
+    # but the region is no longer pinned, so a stop by hand can end it.
+    assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
+                            "sets": 2}
+    assert node.pinned() == "0\n"
+    node.hb_ctl("-K", "-u", node.uuid)
+    assert_gone(node)
+
+
+def test_put_super_with_our_ocfs2_hb_ctl_behind_a_recorder_stops_heartbeat(
+        node: Node) -> None:
+    record = node.tmp / "record"
+    recorder = node.tmp / "recorder"
+    recorder.write_text(RECORDER.format(record=record,
+                                        then=f'exec {node.tmp / "ocfs2_hb_ctl"} "$@"'))
+    recorder.chmod(0o755)
+    node.set_hb_ctl_path(recorder)
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("umount", "/mnt/a")
+    assert record.read_text().splitlines()[:4] == [str(recorder), "-K", "-u", node.uuid]
+    assert_gone(node)
+
+
+def test_a_helper_that_cannot_run_is_logged_like_the_kernel_and_umount_succeeds(
+        node: Node) -> None:
+    node.set_hb_ctl_path("/nonexistent/ocfs2_hb_ctl")
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("umount", "/mnt/a")
+    wait_for(lambda: "ocfs2: Error -2 running user helper "
+             f'"/nonexistent/ocfs2_hb_ctl -K -u {node.uuid}"' in node.log(),
+             timeout=5, what="the kernel's helper error in the log")
+    assert node.state()["refs"] == 1  # nobody dropped the mount's reference
+    node.hb_ctl("-K", "-u", node.uuid)
+    assert_gone(node)
+
+
+def test_rbind_of_a_tree_holding_a_mount_keeps_heartbeat_until_the_last_copy_goes(
+        node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/srv/data")
+    node.hbctl("mount", "--rbind", "/srv", "/jail/srv")
+    assert node.state()["mounts"] == ["/srv/data", "/jail/srv/data"]
+    node.hbctl("umount", "/srv/data")
+    assert node.state() == {"running": True, "refs": 1, "flag": True,
+                            "mounts": ["/jail/srv/data"], "sets": 2}
+    node.hbctl("umount", "/jail/srv/data")
+    assert_gone(node)
+
+
+# -- what mount refuses, and what a mount holds ------------------------------------------------
+
+
+def test_a_mounted_region_cannot_be_removed_by_hand(node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    with pytest.raises(OSError) as e:
+        node.region_dir.rmdir()
+    assert e.value.errno == 16  # EBUSY: o2dlm's pin
+    # a tool stop that takes the count to 0 fails the same way and leaves the sets
+    p = node.run(PY_HB_CTL, "-K", "-u", node.uuid, "fsck")
+    assert p.returncode == 1
+    assert node.state() == {"running": True, "refs": 0, "flag": True, "mounts": ["/mnt/a"],
+                            "sets": 2}
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
+
+
+def test_mount_refuses_what_mount_ocfs2_refuses(node: Node) -> None:
+    junk = node.tmp / "junk.img"
+    junk.write_bytes(b"\0" * (1 << 20))
+    assert "is not an ocfs2 volume" in node.hbctl_fails("mount", str(junk), "/mnt/x")
+    other = mkfs(node.tmp / "other.img", "64M", "--cluster-name=other")
+    err = node.hbctl_fails("mount", str(other), "/mnt/x")
+    assert "cluster 'other'" in err and "registered: 'demo'" in err
+    assert node.state()["sets"] == 0
+    # the bind of something that is not mounted, and the umount of nothing
+    assert "Invalid argument" in node.hbctl_fails("mount", "--bind", "/nowhere", "/mnt/y")
+    assert "Invalid argument" in node.hbctl_fails("umount", "/mnt/x")
+
+
+def test_a_local_mount_volume_mounts_without_heartbeat(node: Node) -> None:
+    local = node.tmp / "local.img"
+    subprocess.run(["truncate", "-s", "64M", str(local)], check=True)
+    subprocess.run(["mkfs.ocfs2", "-q", "-F", "-b", "4096", "-C", "4096", "-N", "1", "-J",
+                    "size=4M", "-M", "local", str(local)], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    out = node.hbctl("mount", str(local), "/mnt/l")
+    assert "heartbeat=none" in out
+    data = json.loads(node.hbctl("status", "--json"))
+    assert [(m["dir"], m["options"]) for m in data["mounts"]] == [("/mnt/l", "rw,heartbeat=none")]
+    assert data["clusters"][0]["regions"] == []
+    assert node.active_stack() == ""
+    node.hbctl("umount", "/mnt/l")
+    assert node.ns.semaphore_sets() == []
+
+
+def test_status_shows_the_flag_and_the_mounts_holding_the_device(node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    text = node.hbctl("status")
+    row = next(line for line in text.splitlines() if line.startswith(node.uuid))
+    assert row.split()[2:6] == ["1", "yes", "/mnt/a", "/mnt/b"]
+    assert "/mnt/b  " + str(node.image) in text
+    node.hbctl("umount", "/mnt/b")
+    node.hbctl("umount", "/mnt/a")
+
+
+def test_shutting_the_kernel_down_unmounts_and_leaves_no_semaphores(node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("mount", "--rbind", "/mnt", "/copy")
+    p = node.ns.run(FAKECFS, "umount", str(node.sysroot), env=node.env)
+    assert p.returncode == 0, p.stderr
+    assert node.ns.semaphore_sets() == []
