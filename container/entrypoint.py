@@ -382,6 +382,10 @@ def main(argv: list[str]) -> int:
     os.makedirs(STATE, exist_ok=True)
     if os.environ.get(INNER) == "1":
         return run_node(argv)
+    # A container that was killed and started again keeps its files: forget the old node.
+    for stale in (READY, USERNS_PID):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
     try:
         check_fuse()
         if has_cap(CAP_SYS_ADMIN) and has_cap(CAP_IPC_OWNER):

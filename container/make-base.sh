@@ -23,4 +23,4 @@ if [ ! -e "$rootfs/etc/debian_version" ]; then
     rm -rf "$rootfs.tmp/var/cache/apt/archives/"*.deb
     mv "$rootfs.tmp" "$rootfs"
 fi
-tar -C "$rootfs" -c . | "$docker" import -q - "$tag" >/dev/null
+tar -C "$rootfs" -c . | "$docker" import - "$tag" >/dev/null
