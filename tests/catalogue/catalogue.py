@@ -138,6 +138,7 @@ class SyscallReplay:
             "link": lambda: os.link(path, self.p(value)),
             "symlink": lambda: os.symlink(self.p(value), path),
             "mknod": lambda: os.mknod(path, 0o644 | stat.S_IFREG),
+            "mkfifo": lambda: os.mkfifo(path, 0o644),
             "chmod": lambda: os.chmod(path, int(value, 8)),
             "stat": lambda: describe(os.stat(path)),
         }
