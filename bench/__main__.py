@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only in (None, "fuse"):
             floors = (*fusebench.FLOORS, *(fusebench.FLOOR_VARIANTS if args.variants else ()))
+            if os.geteuid() != 0:  # rawfuse calls mount(2) itself
+                skipped["raw /dev/fuse floor"] = "needs root (it mounts with mount(2))"
+                floors = tuple(f for f in floors if f[1] != "bench.rawfuse")
             comparisons += fusebench.measure(workdir, n, rounds, cpu, floors)
         if args.only in (None, "hbctl"):
             why = hbbench.missing_tools()

@@ -31,7 +31,9 @@ from .results import Comparison
 FAKECFS = str(Path(sys.executable).parent / "fakecfs")
 ATTR_DIR = "sys/kernel/config/cluster/c1"
 ATTR = "idle_timeout_ms"
-MOUNT_OPTIONS = "default_permissions,allow_other,fsname=attrfs,subtype=attrfs"
+# fakecfs's options; allow_other only as root, as fakecfs does (else fuse.conf must allow it)
+MOUNT_OPTIONS = "default_permissions,fsname=attrfs,subtype=attrfs" + (
+    ",allow_other" if os.geteuid() == 0 else "")
 THROUGHPUT_TARGET = 0.5  # fakecfs >= half the C server's throughput
 
 
