@@ -160,6 +160,10 @@ class KernelOperations(pyfuse3.Operations):
 
     @_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        # A regular file goes through vfs_create (configfs has no ->create: EACCES, as the
+        # real kernel answers); other types through vfs_mknod (no ->mknod: EPERM).
+        if stat.S_IFMT(mode) in (0, stat.S_IFREG):
+            raise KernelError(errno.EACCES)
         raise KernelError(errno.EPERM)
 
     @_errors

@@ -3,8 +3,10 @@
 The rules are the kernel's ``fs/ocfs2/cluster/nodemanager.c`` (6.1 = newest here), from the
 spec (kernel-o2hb.md §1, §3, §4). Deliberate difference: ``local=1`` does not open the o2net
 listening socket (fakecfs has no o2net), so it never fails with EADDRNOTAVAIL/EADDRINUSE.
-The mainline quirk is kept: ``local=0`` on the local node leaves ``cl_has_local`` set, so
-``this_node()`` is 255 and a later ``local=1`` gives EBUSY until the cluster is removed.
+``local=0`` on the local node also clears ``cl_has_local``, as Debian's 6.1 kernel does
+(recorded by the real-kernel lane, tests/catalogue/kernel-results.json): a later ``local=1``
+on that node or another one succeeds. Mainline's quirk (``cl_has_local`` left set, so a new
+``local=1`` gives EBUSY) is not reproduced.
 """
 
 from __future__ import annotations
@@ -234,7 +236,8 @@ def _store_local(item: ConfigItem, data: bytes) -> object:
         raise KernelError(errno.EBUSY, "another node is already local")
     effect: object = None
     if not local and cl.has_local and cl.local_node == node.num:
-        # Mainline keeps cl_has_local set here (the quirk documented above).
+        # Debian's 6.1 clears cl_has_local too (recorded from the kernel, see above).
+        cl.has_local = False
         cl.local_node = INVALID_NODE_NUM
         effect = LocalNodeLost(cl)
     node.local = local
