@@ -84,6 +84,7 @@ def unmount_all_under(*roots: str) -> None:
 
 
 def _stop_pid(pid: int, timeout: float) -> None:
+    """Stop a process that is not our child (a child would linger as a zombie: use wait)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -149,9 +150,12 @@ def engine() -> Iterator[Engine]:
             time.sleep(0.2)
         yield eng
     finally:
-        _stop_pid(daemon.pid, 30)
-        with contextlib.suppress(ChildProcessError):
-            daemon.wait(timeout=5)
+        daemon.terminate()  # dockerd stops its containerd and exits within a second
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
         with contextlib.suppress(OSError):
             owner.unlink()
         unmount_all_under(str(exec_root), str(data_root))
