@@ -249,10 +249,15 @@ class Cluster:
 
 
 def compose_command(eng: Engine) -> list[str] | None:
-    if os.environ.get("FAKECFS_LANE_COMPOSE", "1") == "0":
+    """The compose command if a compose exists (FAKECFS_LANE_COMPOSE=0: never)."""
+    if os.environ.get("FAKECFS_LANE_COMPOSE") == "0":
         return None
+    project = ["-p", PREFIX, "-f", str(CONTAINER / "compose.yaml")]
     if eng.run("compose", "version", check=False).returncode == 0:
-        return [eng.docker, "compose", "-p", PREFIX, "-f", str(CONTAINER / "compose.yaml")]
+        return [eng.docker, "compose", *project]
+    v1 = shutil.which("docker-compose")  # Debian's compose 1.29 reads the same file
+    if v1 and os.environ.get("FAKECFS_LANE_COMPOSE") != "plugin":
+        return [v1, *project]
     return None
 
 
@@ -453,6 +458,8 @@ def run_lane() -> Timings:
             raise LaneFailure(f"image build failed:\n{build.stdout[-2000:]}"
                               f"{build.stderr[-2000:]}")
         t.phases["build"] = time.monotonic() - mark
+        # Each build leaves the previous image dangling: keep the cache from growing.
+        eng.run("image", "prune", "-f", check=False)
         log(f"engine, base and image ready ({time.monotonic() - t0:.0f} s)")
 
         shared = Path(d) / "shared"
@@ -464,7 +471,8 @@ def run_lane() -> Timings:
         log("each privilege profile runs a node; missing flags are named")
 
         cluster = Cluster(eng, shared, compose_command(eng))
-        log("cluster via " + ("docker compose" if cluster.compose else
+        log("cluster via " + (os.path.basename(cluster.compose[0]) + " compose"
+                              if cluster.compose else
                               "docker run (profiles: " + ", ".join(
                                   f"{n} {p}" for n, p in NODE_PROFILE.items()) + ")"))
         cluster.remove()  # leftovers of a killed earlier run
