@@ -416,3 +416,52 @@ def test_shutting_the_kernel_down_unmounts_and_leaves_no_semaphores(node: Node) 
     p = node.ns.run(FAKECFS, "umount", str(node.sysroot), env=node.env)
     assert p.returncode == 0, p.stderr
     assert node.ns.semaphore_sets() == []
+
+
+# -- the C tools on the same region, in any order ------------------------------------------------
+
+
+def _c_hb_ctl(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's ocfs2_hb_ctl on this node (fakecfs run: the surfaces at their real paths)."""
+    from tests.compat.ctools import C_HB_CTL, require_ctools
+
+    require_ctools()
+    return node.run(FAKECFS, "run", str(node.sysroot), "--", C_HB_CTL, *args)
+
+
+def test_c_tool_refs_interleave_with_flagged_mounts(node: Node) -> None:
+    img = str(node.image)
+    assert _c_hb_ctl(node, "-S", "-d", img, "fsck").returncode == 0  # C makes the 2-sem set
+    node.hbctl("mount", img, "/mnt/a")
+    node.hbctl("mount", img, "/mnt/b")
+    assert _c_hb_ctl(node, "-I", "-d", img).stdout == f"{node.uuid}: 2 refs\n"
+    assert node.state() == {"running": True, "refs": 2, "flag": True,
+                            "mounts": ["/mnt/a", "/mnt/b"], "sets": 2}
+    assert _c_hb_ctl(node, "-K", "-d", img, "fsck").returncode == 0
+    assert node.state()["refs"] == 1
+    node.hbctl("umount", "/mnt/a")
+    node.hbctl("umount", "/mnt/b")
+    assert_gone(node)
+
+
+def test_a_c_tool_stop_after_the_last_umount_removes_everything(node: Node) -> None:
+    img = str(node.image)
+    node.hbctl("mount", img, "/mnt/a")
+    assert _c_hb_ctl(node, "-S", "-d", img, "fsck").returncode == 0
+    node.hbctl("umount", "/mnt/a")
+    assert node.state() == {"running": True, "refs": 1, "flag": False, "mounts": [],
+                            "sets": 1}
+    assert _c_hb_ctl(node, "-K", "-d", img, "fsck").returncode == 0  # C: rmdir, IPC_RMID
+    assert_gone(node)
+
+
+def test_a_c_stop_to_zero_while_mounted_is_refused_and_put_super_still_ends_it(
+        node: Node) -> None:
+    img = str(node.image)
+    node.hbctl("mount", img, "/mnt/a")
+    c = _c_hb_ctl(node, "-K", "-d", img, "fsck")  # takes the mount's reference away...
+    assert c.returncode == 1  # ...and its rmdir meets the pin (EBUSY)
+    assert node.state() == {"running": True, "refs": 0, "flag": True, "mounts": ["/mnt/a"],
+                            "sets": 2}
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)

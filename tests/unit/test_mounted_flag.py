@@ -241,3 +241,49 @@ def test_a_tool_stop_reaching_zero_removes_a_stale_flag_set_too(volume: dict[str
         """, volume, RULES)
     # Nothing pins the region here (no emulated mount), so the stop at 0 removes it all.
     assert out == {"refs": None, "flag": False, "region": False, "sets": 0}
+
+
+# -- hbctl.mounting's pure parts: the real host's mount(8) and /proc/mounts ----------------------
+
+
+def test_real_host_mount_runs_mount8_without_the_c_helper() -> None:
+    from hbctl import mounting as M
+
+    # -i: mount(8) must not run the C mount.ocfs2, which would take a second reference
+    assert M.mount_argv("/dev/sdb1", "/srv", ["heartbeat=local", "noatime"]) == \
+        ["mount", "-i", "-t", "ocfs2", "-o", "heartbeat=local,noatime", "/dev/sdb1", "/srv"]
+    assert M.bind_argv("/srv", "/b", False) == ["mount", "--bind", "/srv", "/b"]
+    assert M.bind_argv("/srv", "/b", True) == ["mount", "--rbind", "/srv", "/b"]
+    assert M.umount_argv("/srv") == ["umount", "/srv"]
+
+
+def test_proc_mounts_and_the_emulated_table_parse_to_the_same_records() -> None:
+    from hbctl import mounting as M
+
+    proc = ("/dev/sda1 / ext4 rw 0 0\n"
+            "/dev/sdb1 /srv/my\\040data ocfs2 rw,heartbeat=local 0 0\n")
+    assert M.parse_proc_mounts(proc, lambda dev: UUID) == [
+        M.MountRecord("/dev/sdb1", "/srv/my data", "rw,heartbeat=local", None, UUID)]
+    emulated = f"/tmp/x.img /srv/my\\040data ocfs2 rw,heartbeat=local sb1 {UUID}\n"
+    assert M.parse_emulated_mounts(emulated) == [
+        M.MountRecord("/tmp/x.img", "/srv/my data", "rw,heartbeat=local", "sb1", UUID)]
+    assert M.control_command("bind", "/a b", "/c") == "bind /a\\040b /c\n"
+
+
+def test_only_the_mounts_service_is_put_supers_stop() -> None:
+    from hbctl.mounting import is_mount_service
+
+    assert is_mount_service(None) and is_mount_service("ocfs2")
+    assert not is_mount_service("fsck.ocfs2") and not is_mount_service("hbctl")
+
+
+def test_a_sysroot_without_the_emulated_table_is_a_clear_error(tmp_path: Path) -> None:
+    from hbctl import mounting as M
+    from hbctl.sysroot import Sysroot
+
+    with pytest.raises(M.MountError, match="no emulated mount table"):
+        M.umount(Sysroot(str(tmp_path)), "/mnt/a")
+    with pytest.raises(M.MountError, match="is not an ocfs2 volume"):
+        junk = tmp_path / "junk"
+        junk.write_bytes(b"\0" * 8192)
+        M.mount(Sysroot(str(tmp_path)), str(junk), "/mnt/a")
