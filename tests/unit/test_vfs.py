@@ -7,12 +7,15 @@ mount of a superblock goes, which is what makes the kernel run ``ocfs2_hb_ctl -K
 from __future__ import annotations
 
 import errno
+import logging
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakecfs.tree import KernelError
+from fakecfs.usermode import HELPER_ENV, helper_argv, leave_group
 from fakecfs.vfs import (
     BindRequest,
     DeviceKey,
@@ -230,3 +233,37 @@ def test_a_local_mount_volume_mounts_without_heartbeat_and_without_a_cluster() -
     facts = MountFacts(local_volume=True, volume_stack=None, heartbeat="none",
                        cluster_stack="o2cb", this_node=255, node_heartbeating=False)
     assert check_new_superblock(facts) is False
+
+
+# -- the usermode helper (fakecfs.usermode), run for real ---------------------------------------
+
+
+async def test_the_helper_gets_the_kernels_argv_env_and_cwd_and_is_waited_for(
+        tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    helper = tmp_path / "helper"
+    helper.write_text(f"#!/bin/sh\nsleep 0.2\n{{ printf '%s\\n' \"$0\" \"$@\"; pwd; "
+                      f"tr '\\0' '\\n' < /proc/$$/environ; }} > {record}\n")
+    helper.chmod(0o755)
+    assert await leave_group(str(helper), UUID) == 0
+    lines = record.read_text().splitlines()  # written before leave_group returned
+    assert lines[:5] == [str(helper), "-K", "-u", UUID, "/"]
+    assert sorted(lines[5:]) == ["HOME=/", "PATH=/sbin:/bin:/usr/sbin:/usr/bin"]
+    assert helper_argv("/sbin/ocfs2_hb_ctl", UUID) == ["/sbin/ocfs2_hb_ctl", "-K", "-u", UUID]
+    assert HELPER_ENV == {"HOME": "/", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"}
+
+
+async def test_helper_results_are_the_kernels_wait_status_or_minus_errno(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    failing = tmp_path / "failing"
+    failing.write_text("#!/bin/sh\necho nope >&2\nexit 1\n")
+    failing.chmod(0o755)
+    not_exec = tmp_path / "not_exec"
+    not_exec.write_text("#!/bin/sh\n")
+    with caplog.at_level(logging.INFO, logger="fakecfs.vfs"):
+        assert await leave_group(str(failing), UUID) == 256  # exit 1: no kernel message
+        assert "Error" not in caplog.text and "nope" in caplog.text
+        assert await leave_group(str(tmp_path / "missing"), UUID) == -errno.ENOENT
+        assert f'ocfs2: Error -2 running user helper "{tmp_path}/missing -K -u {UUID}"' \
+            in caplog.text
+        assert await leave_group(str(not_exec), UUID) == -errno.EACCES
