@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .build import build
-from .fusebench import ATTR, ATTR_DIR, FAKECFS, is_mounted, lazy_unmount
+from .fusebench import ATTR, ATTR_DIR, is_mounted, lazy_unmount
 
 IMPORTS_OF_INFO = "import hbctl.compat, hbctl.errors, hbctl.stack, hbctl.sysroot, " \
     "hbctl.semaphores, signal"
@@ -45,7 +45,9 @@ def profile_daemon(workdir: Path, n: int, top: int = 22) -> str:
                        capture_output=True)
         elapsed = time.perf_counter() - t0
     finally:
-        subprocess.run([FAKECFS, "umount", str(mnt)], check=False, capture_output=True)
+        # SIGTERM is what `fakecfs umount` sends; sent here because the daemon is our child
+        # (until we reap it, `fakecfs umount` would see its zombie as a daemon still alive).
+        proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
