@@ -31,7 +31,8 @@ from .results import Comparison, format_table
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run (a few seconds; FUSE pinned only)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--only", choices=("fuse", "hbctl"), help="run one half only")
     p.add_argument("--cpu", type=int, help="CPU to pin to (default: the last one allowed)")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: /dev/fuse is not usable here (make setup chmods it)", file=sys.stderr)
         return 1
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
-    n, rounds = (200, 3) if args.quick else (1000, 5)
+    n, rounds = (100, 3) if args.quick else (1000, 5)
     hb_rounds, cycles = (3, 1) if args.quick else (15, 5)
     comparisons: list[Comparison] = []
     breakdown: dict[str, float] = {}
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only in (None, "fuse"):
             floors = (*fusebench.FLOORS, *(fusebench.FLOOR_VARIANTS if args.variants else ()))
-            comparisons += fusebench.measure(workdir, n, rounds, cpu, floors)
+            # --quick measures pinned only: the unpinned numbers need long runs to mean much.
+            comparisons += fusebench.measure(workdir, n, rounds, cpu, floors,
+                                             unpinned=not args.quick)
         if args.only in (None, "hbctl"):
             why = hbbench.missing_tools()
             if why:

@@ -233,9 +233,10 @@ FLOOR_VARIANTS = (
 
 
 def measure(workdir: Path, n: int, rounds: int, cpu: int,
-            floors: tuple[tuple[str, str, tuple[str, ...]], ...] = FLOORS) -> list[Comparison]:
-    """Pinned to ``cpu`` and unpinned, every workload: fakecfs and the Python floors
-    ((label, module, options) each) against attrfs."""
+            floors: tuple[tuple[str, str, tuple[str, ...]], ...] = FLOORS,
+            unpinned: bool = True) -> list[Comparison]:
+    """Pinned to ``cpu`` (and unpinned unless told not to), every workload: fakecfs and
+    the Python floors ((label, module, options) each) against attrfs."""
     with ExitStack() as stack:
         ref = stack.enter_context(attrfs_server(workdir / "attrfs", workdir / "attrfs.log"))
         servers: list[Server] = [stack.enter_context(fakecfs_server(workdir / "fakecfs"))]
@@ -245,8 +246,10 @@ def measure(workdir: Path, n: int, rounds: int, cpu: int,
         per_op = requests_per_op(ref, 50)
         results = compare(servers, ref, {cpu}, n, rounds, f"FUSE, daemon + client pinned to "
                           f"CPU {cpu} (ops/s, higher is better)", per_op)
-        unpinned = compare(servers, ref, None, n, rounds,
-                           "FUSE, unpinned (ops/s, higher is better)", per_op)
-        for c in unpinned:  # the request counts are said once, on the pinned rows
+        if not unpinned:
+            return results
+        free = compare(servers, ref, None, n, rounds,
+                       "FUSE, unpinned (ops/s, higher is better)", per_op)
+        for c in free:  # the request counts are said once, on the pinned rows
             c.note = ""
-        return results + unpinned
+        return results + free
