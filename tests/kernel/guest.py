@@ -14,15 +14,44 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import termios
+import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 CONFIGFS = "/sys/kernel/config"
 DEBUGFS = "/sys/kernel/debug"
+VENV_BIN = Path(sys.executable).parent
+C_HB_CTL = "/sbin/ocfs2_hb_ctl"
+CLUSTER = "demo"
+# The guest is node 0 ("guest"), the host's fakecfs node is node 1 ("host"): with two nodes
+# the kernel's quorum keeps the lowest node up, so the guest never fences itself when the
+# host's node dies (and o2net never connects: nothing listens on the host's address).
+CLUSTER_CONF = f"""\
+cluster:
+\tnode_count = 2
+\theartbeat_mode = local
+\tname = {CLUSTER}
+
+node:
+\tip_port = 7777
+\tip_address = 127.0.0.1
+\tnumber = 0
+\tname = guest
+\tcluster = {CLUSTER}
+
+node:
+\tip_port = 7777
+\tip_address = 127.0.0.2
+\tnumber = 1
+\tname = host
+\tcluster = {CLUSTER}
+"""
 
 
 class Channel:
@@ -75,11 +104,136 @@ def task_catalogue(ch: Channel, image: str) -> None:
     ch.say("done")
 
 
-TASKS = {"catalogue": task_catalogue}
+def run(*argv: str) -> dict[str, object]:
+    """Run a tool; its argv, exit status, output and wall time."""
+    started = time.monotonic()
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    return {"argv": list(argv), "rc": proc.returncode, "out": proc.stdout, "err": proc.stderr,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="latin-1")
+    except OSError:
+        return None
+
+
+def register(dead_threshold: int | None = None) -> dict[str, object]:
+    conf = Path("/tmp/cluster.conf")
+    conf.write_text(CLUSTER_CONF, encoding="ascii")
+    extra = [] if dead_threshold is None else ["--dead-threshold", str(dead_threshold)]
+    return run(str(VENV_BIN / "hbctl"), "cluster", "register", "--config", str(conf),
+               "--node", "guest", *extra, CLUSTER)
+
+
+def region_state(uuid: str) -> dict[str, object]:
+    rdir = f"{CONFIGFS}/cluster/{CLUSTER}/heartbeat/{uuid}"
+    return {"exists": os.path.isdir(rdir),
+            **{a: read_text(f"{rdir}/{a}") for a in ("block_bytes", "start_block", "blocks",
+                                                    "dev", "pid")},
+            "livenodes": read_text(f"{DEBUGFS}/o2hb/{uuid}/livenodes")}
+
+
+def task_hbctl(ch: Channel, dev: str) -> None:
+    """hbctl and our ocfs2_hb_ctl on real configfs, beside the C tool, by device and UUID."""
+    from hbctl.devices import read_volume
+
+    uuid = read_volume(dev).uuid
+    ours = str(VENV_BIN / "ocfs2_hb_ctl")
+    hbctl = str(VENV_BIN / "hbctl")
+    steps: list[dict[str, object]] = []
+
+    def step(label: str, result: dict[str, object]) -> None:
+        result["label"] = label
+        steps.append(result)
+
+    def refs(label: str) -> None:
+        step(f"{label}: ours -I -d", run(ours, "-I", "-d", dev))
+        step(f"{label}: C -I -d", run(C_HB_CTL, "-I", "-d", dev))
+        step(f"{label}: ours -I -u", run(ours, "-I", "-u", uuid))
+        step(f"{label}: C -I -u", run(C_HB_CTL, "-I", "-u", uuid))
+
+    step("register", register())
+    node = f"{CONFIGFS}/cluster/{CLUSTER}/node"
+    step("nodes", {"local": {n: read_text(f"{node}/{n}/local") for n in ("guest", "host")},
+                   "num": {n: read_text(f"{node}/{n}/num") for n in ("guest", "host")}})
+    step("ours -S -d", run(ours, "-S", "-d", dev, "o2cb"))
+    step("started", region_state(uuid))
+    refs("1")
+    step("ours -S -u", run(ours, "-S", "-u", uuid, "o2cb"))
+    refs("2")
+    step("C -S -d", run(C_HB_CTL, "-S", "-d", dev, "o2cb"))
+    step("hbctl start -d", run(hbctl, "start", "-d", dev))
+    refs("4")
+    step("status", run(hbctl, "status", "--json"))
+    step("hbctl stop -u", run(hbctl, "stop", "-u", uuid))
+    step("C -K -u", run(C_HB_CTL, "-K", "-u", uuid, "o2cb"))
+    step("ours -K -u", run(ours, "-K", "-u", uuid, "o2cb"))
+    refs("1 again")
+    step("running", region_state(uuid))
+    step("ours -K -d", run(ours, "-K", "-d", dev, "o2cb"))
+    step("stopped", region_state(uuid))
+    refs("0")
+    ch.say("hbctl", uuid=uuid, steps=steps)
+    ch.say("done")
+
+
+def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
+    """The kernel node of a two-node heartbeat with the host's fakecfs node, on command.
+
+    Reports every change of the real o2hb's livenodes as it happens ("live"); commands from
+    the host: "start" (our ocfs2_hb_ctl -S), "stop" (-K, a clean leave), "quit".
+    """
+    from hbctl.devices import read_volume
+
+    uuid = read_volume(dev).uuid
+    ours = str(VENV_BIN / "ocfs2_hb_ctl")
+    reg = register(int(dead_threshold))
+    if reg["rc"] != 0:
+        raise RuntimeError(f"register failed: {reg}")
+    ch.say("registered", uuid=uuid,
+           dead_threshold=read_text(f"{CONFIGFS}/cluster/{CLUSTER}/heartbeat/dead_threshold"))
+    lock = threading.Lock()
+
+    def say(kind: str, **fields: object) -> None:
+        with lock:
+            ch.say(kind, **fields)
+
+    def watch() -> None:
+        last: list[int] | None = None
+        path = f"{DEBUGFS}/o2hb/{uuid}/livenodes"
+        while True:
+            text = read_text(path)
+            nodes = [int(x) for x in text.split()] if text else []
+            if nodes != last:
+                say("live", nodes=nodes, at=round(time.monotonic(), 3))
+                last = nodes
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+    while True:
+        command = ch.command()
+        if command == "start":
+            result = run(ours, "-S", "-d", dev, "o2cb")
+            say("started", **result)
+        elif command == "stop":
+            result = run(ours, "-K", "-d", dev, "o2cb")
+            say("stopped", **result)
+        elif command == "quit":
+            say("done")
+            return
+
+
+TASKS: dict[str, Callable[..., None]] = {
+    "catalogue": task_catalogue, "hbctl": task_hbctl, "interop": task_interop,
+}
 
 
 def main(argv: list[str]) -> int:
     ch = Channel()
+    os.environ.pop("HBCTL_SYSROOT", None)  # the guest's own kernel is the real one
     ch.say("hello", uname=os.uname().release, python=sys.version.split()[0],
            uptime=float(Path("/proc/uptime").read_text().split()[0]))
     try:

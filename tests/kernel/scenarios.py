@@ -70,6 +70,37 @@ def run_catalogue(art: lane.Artefacts, workdir: Path, timeout: float = 240.0) ->
     return run
 
 
+def ocfs2_disk(path: Path, size_mb: int = 64) -> Path:
+    """An ocfs2 volume of cluster "demo" (mkfs.ocfs2), then fully allocated (no holes)."""
+    from tests.nodes import mkfs
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mkfs(path, f"{size_mb}M")
+    subprocess.run(["fallocate", "-l", f"{size_mb}M", str(path)], check=True)
+    return path
+
+
+def run_task(art: lane.Artefacts, workdir: Path, task: str, disk: Path,
+             timeout: float = 180.0) -> dict[str, Any]:
+    """Boot, run a one-shot guest task; its messages by kind (the last of each kind)."""
+    guest = lane.boot(art, workdir, guest_command(task, "/dev/vda"), disks=(disk,),
+                      hostname="guest")
+    out: dict[str, Any] = {}
+    try:
+        at, _ = guest.expect("hello", 120)
+        out["boot_seconds"] = at - guest.started
+        for _, msg in guest.messages(timeout):
+            if msg.get("kind") == "error":
+                raise RuntimeError(f"guest failed: {msg.get('text')}")
+            out[str(msg["kind"])] = msg
+            if msg.get("kind") == "done":
+                break
+        out["total_seconds"] = time.monotonic() - guest.started
+    finally:
+        guest.close(30)
+    return out
+
+
 def recording_of(run: CatalogueRun, art: lane.Artefacts) -> dict[str, Any]:
     cases = {c.name: as_recorded(c, run.results[c.name]) for c in load()
              if c.name in run.results}
