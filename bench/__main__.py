@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{elapsed:.1f} s\n")
     print(format_table(comparisons))
     if breakdown:
-        print("\nwhere our ocfs2_hb_ctl -I -u goes (median ms of each, cumulative steps):")
+        print("\nwhere our ocfs2_hb_ctl -I -u goes (median ms; the first four are cumulative):")
         for k, v in breakdown.items():
             print(f"  {v:7.2f}  {k}")
     for what, why in skipped.items():

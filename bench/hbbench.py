@@ -35,6 +35,7 @@ from .results import Comparison
 C_TOOL = "/usr/sbin/ocfs2_hb_ctl"
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "fakecfs" / "preload" / "fakecfs_preload.so"
+HBFLOOR = Path(__file__).resolve().parent / "hbfloor.py"
 VENV_BIN = Path(sys.executable).parent
 OURS = str(VENV_BIN / "ocfs2_hb_ctl")
 HBCTL = str(VENV_BIN / "hbctl")
@@ -196,8 +197,10 @@ def _inner(args: dict[str, Any]) -> dict[str, Any]:
     # Same answer from both before anything is timed.
     outs = {name: subprocess.run([exe, "-I", "-u", uuid], env=env, capture_output=True,
                                  text=True).stdout for name, (exe, env) in tools.items()}
-    if outs["c"] != outs["ours"]:
-        raise RuntimeError(f"-I differs: C {outs['c']!r}, ours {outs['ours']!r}")
+    outs["floor"] = subprocess.run([sys.executable, "-I", "-S", str(HBFLOOR), uuid],
+                                   env=our_env, capture_output=True, text=True).stdout
+    if not outs["c"] or len(set(outs.values())) != 1:
+        raise RuntimeError(f"-I answers differ: {outs}")
 
     times: dict[str, dict[str, list[float]]] = {
         k: {"c": [], "ours": []} for k in ("info", "start", "stop", "cycle")}
@@ -231,6 +234,8 @@ def _startup_breakdown(env: dict[str, str], c_env: dict[str, str], uuid: str,
         "python -c pass (+ site, venv, editable-install finder)": [py, "-c", "pass"],
         "python -c 'import hbctl.compat'": [py, "-c", "import hbctl.compat"],
         "ocfs2_hb_ctl -I -u UUID (whole run)": [OURS, "-I", "-u", uuid],
+        "floor: -I's work alone, python -I -S (bench/hbfloor.py)":
+            [py, "-I", "-S", str(HBFLOOR), uuid],
         "C ocfs2_hb_ctl -I -u UUID": [C_TOOL, "-I", "-u", uuid],
     }
     out: dict[str, list[float]] = {k: [] for k in steps}
