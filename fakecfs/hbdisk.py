@@ -33,6 +33,8 @@ DEFAULT_DEAD_THRESHOLD = 31
 """Equal samples after which a live slot is dead (O2HB_DEFAULT_DEAD_THRESHOLD)."""
 MIN_DEAD_THRESHOLD = 2
 REGION_TIMEOUT_MS = 2000
+# The floor of the write timeout when the emulation runs a period shorter than the kernel's.
+EMULATED_MIN_WRITE_TIMEOUT_MS = 1000
 """The kernel's fixed period between two writes of one node (O2HB_REGION_TIMEOUT_MS)."""
 MAX_NODES = 255
 HEADER = struct.Struct("<QB3xIQI")
@@ -271,6 +273,7 @@ class RegionMachine:
         first_global_region: bool = False,
         region_name: str = "",
         dev_name: str = "",
+        min_write_timeout_ms: int = EMULATED_MIN_WRITE_TIMEOUT_MS,
     ) -> None:
         if not 0 <= node_num < MAX_NODES:
             raise ValueError(f"node number {node_num} out of range")
@@ -284,6 +287,7 @@ class RegionMachine:
         self.dead_threshold = dead_threshold
         self.generation = generation
         self.interval_ms = interval_ms
+        self.min_write_timeout_ms = min_write_timeout_ms
         self.region_name = region_name
         self.dev_name = dev_name
         # hb_dead_ms is on the wire: the kernel writes threshold x O2HB_REGION_TIMEOUT_MS and
@@ -507,8 +511,17 @@ class RegionMachine:
 
     @property
     def write_timeout_ms(self) -> int:
-        """O2HB_MAX_WRITE_TIMEOUT_MS, scaled to our period: (dead_threshold - 1) x interval."""
-        return (self.dead_threshold - 1) * self.interval_ms
+        """O2HB_MAX_WRITE_TIMEOUT_MS, scaled to our period: (dead_threshold - 1) x interval.
+
+        At a shortened period it is at least ``min_write_timeout_ms`` (1 s by default): a test
+        running a 50 ms period with a small threshold would otherwise "fence" on a scheduler
+        hiccup of a loaded CI machine, which is not a hung disk. At the kernel's period it is
+        exact.
+        """
+        timeout = (self.dead_threshold - 1) * self.interval_ms
+        if self.interval_ms < REGION_TIMEOUT_MS:
+            timeout = max(timeout, self.min_write_timeout_ms)
+        return timeout
 
     @property
     def write_deadline_ms(self) -> int | None:

@@ -26,7 +26,12 @@ from collections.abc import Callable
 
 import trio
 
-from fakecfs.hbdisk import MAX_NODES, IterationResult, RegionMachine
+from fakecfs.hbdisk import (
+    EMULATED_MIN_WRITE_TIMEOUT_MS,
+    MAX_NODES,
+    IterationResult,
+    RegionMachine,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -126,6 +131,7 @@ class HeartbeatRunner:
         log: logging.Logger | None = None,
         region_name: str = "",
         first_global_region: bool = False,
+        min_write_timeout_ms: int = EMULATED_MIN_WRITE_TIMEOUT_MS,
     ) -> None:
         if not 0 <= node_num < min(blocks, MAX_NODES):
             raise ValueError(f"node {node_num} has no slot in a region of {blocks} blocks")
@@ -151,6 +157,7 @@ class HeartbeatRunner:
             first_global_region=first_global_region,
             region_name=region_name,
             dev_name=dev_name,
+            min_write_timeout_ms=min_write_timeout_ms,
         )
         self.steady = trio.Event()
         self.finished = trio.Event()

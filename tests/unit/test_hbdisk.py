@@ -466,23 +466,23 @@ def test_foreign_writer_in_our_slot_after_steady() -> None:
 
 def test_write_timeout_armed_after_steady_and_only_by_good_writes() -> None:
     disk = Disk()
-    me = start(0, disk, dead_threshold=5, interval_ms=100)
-    assert me.write_timeout_ms == 400
+    me = start(0, disk, dead_threshold=5, interval_ms=2000)
+    assert me.write_timeout_ms == 8000
     now = 0
     for _ in range(5):
-        now += 100
+        now += 2000
         r = iterate(me, disk, {0}, wall=now, now_ms=now)
     assert r.became_steady
     # the write that made us steady did not arm the timer yet (armed before the count drops)
     assert me.write_deadline_ms is None and not me.write_timeout_expired(10**9)
     assert me.elapsed_ms(now + 30) == 30
-    now += 100
+    now += 2000
     iterate(me, disk, {0}, wall=now, now_ms=now)
-    assert me.write_deadline_ms == now + 400
+    assert me.write_deadline_ms == now + 8000
     good = now
     # read errors and write errors: no re-arm
     for i in range(3):
-        now += 100
+        now += 2000
         if i % 2:
             me.fail_iteration(-EIO)
         else:
@@ -491,9 +491,9 @@ def test_write_timeout_armed_after_steady_and_only_by_good_writes() -> None:
             assert r.status == -EIO and r.logs[-1].message == 'Write error -5 on device "loop0"'
         assert not me.write_timeout_expired(now)
     assert me.elapsed_ms(now) == now - good
-    assert me.write_timeout_expired(good + 400)
+    assert me.write_timeout_expired(good + 8000)
     assert me.write_timeout_message() == (
-        "Heartbeat write timeout to device loop0 after 400 milliseconds"
+        "Heartbeat write timeout to device loop0 after 8000 milliseconds"
     )
 
 
@@ -524,3 +524,12 @@ def test_bad_parameters_rejected() -> None:
 
 def test_block_layout_constant() -> None:
     assert struct.calcsize("<QB3xIQI") == 28
+
+
+def test_write_timeout_has_a_floor_only_at_shortened_periods() -> None:
+    """(threshold-1) x period, but never below 1 s when the period is shortened."""
+    disk = Disk()
+    assert start(0, disk, dead_threshold=5, interval_ms=100).write_timeout_ms == 1000
+    assert start(1, disk, dead_threshold=31, interval_ms=100).write_timeout_ms == 3000
+    assert start(2, disk, dead_threshold=31, interval_ms=2000).write_timeout_ms == 60000
+    assert start(3, disk, dead_threshold=3, interval_ms=2000).write_timeout_ms == 4000

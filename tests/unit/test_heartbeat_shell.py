@@ -217,7 +217,8 @@ async def test_contested_slot_fences_after_write_timeout(image: Path, records: R
     fences: list[str] = []
     fd = os.open(image, os.O_RDWR)
     try:
-        first = runner(fd, 4, {4}, on_fence=fences.append)
+        # No floor: two writers in one slot must fence within a few periods.
+        first = runner(fd, 4, {4}, on_fence=fences.append, min_write_timeout_ms=0)
         async with trio.open_nursery() as nursery:
             await nursery.start(first.run)
             with trio.fail_after(3):
@@ -246,7 +247,7 @@ async def test_contested_slot_fences_after_write_timeout(image: Path, records: R
 async def test_default_fence_logs_critical(image: Path, records: Records) -> None:
     fd = os.open(image, os.O_RDWR)
     try:
-        first = runner(fd, 5, {5})
+        first = runner(fd, 5, {5}, min_write_timeout_ms=0)
         async with trio.open_nursery() as nursery:
             await nursery.start(first.run)
             with trio.fail_after(3):
