@@ -92,10 +92,9 @@ def daemon_pid(mountpoint: str) -> int | None:
     try:
         with open(pid_file(mountpoint), encoding="ascii") as f:
             pid = int(f.read().strip())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if alive(pid) else None
 
 
 def stop_daemon(pid: int, timeout: float = 30.0) -> bool:
@@ -105,9 +104,17 @@ def stop_daemon(pid: int, timeout: float = 30.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             return True
         time.sleep(0.02)
     return False
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` running? A zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat_line = f.read()
+    except OSError:
+        return False
+    return stat_line[stat_line.rfind(")") + 2 : stat_line.rfind(")") + 3] not in ("Z", "X")

@@ -41,6 +41,7 @@ class KernelOptions:
     # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
+    owner: tuple[int, int] = field(default_factory=lambda: (os.geteuid(), os.getegid()))
 
 
 class ConfigfsRoot(StaticDir):
@@ -113,6 +114,9 @@ class Kernel:
         if not entry.times.ctime_ns:
             now = time.time_ns()
             entry.times.atime_ns = entry.times.mtime_ns = entry.times.ctime_ns = now
+            # The kernel's files are root's. A daemon run by an ordinary user (no user
+            # namespace) shows them as that user's, or the user could not write them.
+            entry.uid, entry.gid = self.options.owner
         self.inodes[entry.ino] = entry
         return entry
 
