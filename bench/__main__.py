@@ -1,13 +1,14 @@
 """``python -m bench``: run the side-by-side benchmarks and print ratios against C.
 
-    python -m bench [--quick] [--json] [--only fuse|hbctl] [--cpu N] [--variants] [--profile]
+    python -m bench [--quick] [--json] [--only fuse|hbctl] [--cpu N] [--ops N] [--rounds N]
+                    [--variants] [--profile]
 
 FUSE: attribute stat and open+read+close throughput, fakecfs against attrfs (a minimal C
 libfuse low-level server of the same shape), same C client, pinned to one CPU and unpinned;
-beside them the pyfuse3 floor (the same tree in a few lines of pyfuse3 + trio), which says
-how much of the gap is pyfuse3's and how much fakecfs's.
+beside them the Python floors (the same tree in a few lines of pyfuse3 + trio, and in a
+plain Python loop on /dev/fuse), which say how much of the gap is whose.
 ocfs2_hb_ctl: wall time of ``-I -u UUID``, ``-S``, ``-K``, ours against Debian's C tool on
-the same fakecfs kernel, in a private mount + IPC namespace. Targets (from the issues):
+the same fakecfs kernel, inside `fakecfs run --node`, and a Python floor for -I. Targets (from the issues):
 fakecfs >= 0.5x the C server's throughput; ocfs2_hb_ctl <= 3x the C tool's wall time.
 """
 
@@ -29,13 +30,16 @@ from .results import Comparison, format_table
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
+    what = "\n\n".join(__doc__.split("\n\n")[2:])  # the docstring past its usage line
+    p = argparse.ArgumentParser(prog="python -m bench", description=what,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="a short run (a few seconds; FUSE pinned only)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--only", choices=("fuse", "hbctl"), help="run one half only")
     p.add_argument("--cpu", type=int, help="CPU to pin to (default: the last one allowed)")
+    p.add_argument("--ops", type=int, help="FUSE operations per round (full 1000, quick 100)")
+    p.add_argument("--rounds", type=int, help="FUSE rounds (full 5, quick 3)")
     p.add_argument("--variants", action="store_true",
                    help="also measure the pyfuse3 floor with one worker task and on asyncio")
     p.add_argument("--profile", action="store_true",
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
     n, rounds = (100, 3) if args.quick else (1000, 5)
+    n, rounds = args.ops or n, args.rounds or rounds
     hb_rounds, cycles = (3, 1) if args.quick else (15, 5)
     comparisons: list[Comparison] = []
     breakdown: dict[str, float] = {}
