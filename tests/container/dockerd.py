@@ -124,6 +124,10 @@ def engine() -> Iterator[Engine]:
     owner = CACHE / "dockerd.pid"
     _stop_stale_daemon(owner)
     unmount_all_under(str(data_root))
+    # Exec roots of killed earlier lanes (the caller holds the lane lock: none is in use).
+    for stale in Path("/run").glob("fakecfs-ci-*"):
+        unmount_all_under(str(stale))
+        shutil.rmtree(stale, ignore_errors=True)
     # Short paths: containerd puts unix sockets under the exec root (108-byte limit).
     exec_root = Path(tempfile.mkdtemp(prefix="fakecfs-ci-", dir="/run"))
     sock = exec_root / "docker.sock"

@@ -12,7 +12,8 @@ regions and refs are right, through hbctl and the C ocfs2_hb_ctl; the image outs
 heartbeat area is byte-identical before and after; each privilege profile runs a node, and
 missing flags give errors that name them. It prints how long each node took to see the
 others and to notice the death, next to the configured interval and dead threshold, and
-removes everything it started. Exit status 0 passed, 1 failed, 77 skipped (with the reason).
+removes everything it started. Exit status 0 when it passed or was skipped (the reason is
+printed: no engine can be had here), 1 when it failed.
 """
 
 from __future__ import annotations
@@ -213,10 +214,10 @@ class Cluster:
         t = time.time()
         if self.compose is not None:
             subprocess.run([*self.compose, "up", "-d", "--no-recreate", name],
-                           env=self.compose_env(), check=True, capture_output=True)
+                           env=self.compose_env(), check=True, capture_output=True, timeout=300)
             self.ids[name] = subprocess.run(
                 [*self.compose, "ps", "-q", name], env=self.compose_env(), check=True,
-                capture_output=True, text=True).stdout.strip()
+                capture_output=True, text=True, timeout=300).stdout.strip()
         else:
             cid = f"{PREFIX}-{name}"
             self.eng.run("run", "-d", "--name", cid, "--hostname", name, "--network", "none",
@@ -243,7 +244,7 @@ class Cluster:
     def remove(self) -> None:
         if self.compose is not None:
             subprocess.run([*self.compose, "down", "-v", "-t", "5"], env=self.compose_env(),
-                           check=False, capture_output=True)
+                           check=False, capture_output=True, timeout=300)
         names = [f"{PREFIX}-{n}" for n in NODES] + list(self.ids.values())
         self.eng.run("rm", "-f", *names, check=False)
 
@@ -379,11 +380,13 @@ def scenario(eng: Engine, cluster: Cluster, volume: Volume, t: Timings) -> None:
         eng.run("kill", cluster.ids[victim])
         for n in (keeper, leaver):
             t.kill_noticed[n] = watches[n].first(everyone - {nums[victim]}, killed) - killed
-        lo, hi = (DEAD_THRESHOLD - 1) * 0.9, DEAD_THRESHOLD * 2 + 4
+        # Never sooner than dead_threshold - 1 intervals after the victim's last write (one
+        # interval of slack: on a loaded machine that write may come late before the kill).
+        lo, hi = DEAD_THRESHOLD - 2, DEAD_THRESHOLD * 2 + 4
         for n, d in t.kill_noticed.items():
             iv = d * 1000 / INTERVAL_MS
             check(lo <= iv <= hi, f"{n} noticed the kill after {iv:.1f} intervals, "
-                                  f"expected {lo:.1f}-{hi}")
+                                  f"expected {lo}-{hi}")
         check(volume.generations().get(nums[victim], 0) != 0,
               "the killed node's last block should keep its generation")
         log(f"docker kill {victim}: declared dead by the others")
@@ -492,9 +495,9 @@ def run_lane() -> Timings:
 def main() -> int:
     try:
         timings = run_lane()
-    except Skip as exc:
+    except Skip as exc:  # not a failure: this machine cannot run an engine
         print(f"lane: SKIPPED: {exc}", flush=True)
-        return 77
+        return 0
     except LaneFailure as exc:
         print(f"lane: FAILED: {exc}", flush=True)
         return 1
