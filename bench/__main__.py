@@ -8,8 +8,9 @@ libfuse low-level server of the same shape), same C client, pinned to one CPU an
 beside them the Python floors (the same tree in a few lines of pyfuse3 + trio, and in a
 plain Python loop on /dev/fuse), which say how much of the gap is whose.
 ocfs2_hb_ctl: wall time of ``-I -u UUID``, ``-S``, ``-K``, ours against Debian's C tool on
-the same fakecfs kernel, inside `fakecfs run --node`, and a Python floor for -I. Targets (from the issues):
-fakecfs >= 0.5x the C server's throughput; ocfs2_hb_ctl <= 3x the C tool's wall time.
+the same fakecfs kernel, inside ``fakecfs run --node``, and a Python floor for ``-I``.
+Targets (from the issues): fakecfs >= 0.5x the C server's throughput; ocfs2_hb_ctl <= 3x
+the C tool's wall time.
 """
 
 from __future__ import annotations
