@@ -20,6 +20,9 @@ The shell around :mod:`fakecfs.vfs` (the pure mount table):
   (``ocfs2: Error -2 running user helper "..."``). fakecfs adds a log line with the exit
   status and output of a helper that failed, which the kernel would not show.
 
+Not emulated: global heartbeat mode's pinning (the kernel pins every region while there
+are at most three quorum regions); only a ``heartbeat=local`` mount pins its own region.
+
 The helper inherits the daemon's namespaces. Its environment has no ``HBCTL_SYSROOT``, so
 to run *our* ``ocfs2_hb_ctl`` against the emulated kernel, ``hb_ctl_path`` must name a
 wrapper that sets it (and ``HBCTL_DEVICES`` for image files); the refcount it changes is
