@@ -75,3 +75,26 @@ def test_hbctl_and_ocfs2_hb_ctl_on_real_configfs(artefacts: lane.Artefacts,
     SUMMARY.append(f"hbctl on real configfs: register, -S -d (dev write {start:.1f} s), "
                    f"-S -u, C -S, hbctl start/stop, -K -u/-d; refs agree with the C tool at "
                    f"1, 2, 4, 1, 0; debugfs livenodes '0' (total {out['total_seconds']:.0f} s)")
+
+
+def test_wire_interop_fakecfs_node_and_real_o2hb(artefacts: lane.Artefacts,
+                                                  workdir: Path) -> None:
+    from tests.kernel.interop import run_interop
+
+    run = run_interop(artefacts, workdir, dead_threshold=3)
+    t = run.times
+    interval = run.interval_ms / 1000
+    SUMMARY.append(f"interop (interval {run.interval_ms} ms both sides, dead_threshold "
+                   f"{run.dead_threshold} both sides; death expected after about "
+                   f"{run.dead_threshold * interval:.0f} s):")
+    SUMMARY.extend(f"  {event}: {seconds:.2f} s" for event, seconds in t.items())
+    # Joins: each side sees the other by the time its own start has returned, or soon after.
+    assert t["host sees guest join"] < 2 * interval + 1
+    assert t["guest sees host join"] < 2 * interval + 1
+    # A clean leave is seen within an iteration or two, well before a death would be.
+    for event in ("guest notices host's clean leave", "host notices guest's clean leave"):
+        assert 0 <= t[event] < 2 * interval + 1, event
+    # A death is declared after dead_threshold missed iterations, not before.
+    for event in ("guest notices host's death", "host notices guest's death"):
+        assert (run.dead_threshold - 1) * interval <= t[event], event
+        assert t[event] < (run.dead_threshold + 1) * interval + 2, event
