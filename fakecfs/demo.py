@@ -46,6 +46,10 @@ class Node:
         subprocess.run([str(BIN / "fakecfs"), "mount", "--background",
                         "--hb-interval-ms", str(INTERVAL_MS), str(self.mnt)], check=True)
         self.holder = subprocess.Popen(["unshare", "--ipc", "sleep", "infinity"])
+        # nsenter must not run before unshare(2) did, or it would enter the host's namespace.
+        ours = os.readlink("/proc/self/ns/ipc")
+        while os.readlink(f"/proc/{self.holder.pid}/ns/ipc") == ours:
+            time.sleep(0.005)
 
     def hbctl(self, *args: str, check: bool = True) -> str:
         assert self.holder is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,12 +31,31 @@ class IpcNamespace:
         return [line for line in out[1:] if line.strip()]
 
 
+def wait_for_own_namespace(pid: int, timeout: float = 10.0) -> None:
+    """Until ``pid`` (an ``unshare --ipc`` just started) is in a new IPC namespace.
+
+    Until unshare(2) has run, nsenter --target would enter the host's namespace.
+    """
+    ours = os.readlink("/proc/self/ns/ipc")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/ipc") != ours:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} never left our IPC namespace")
+        time.sleep(0.005)
+
+
 @contextmanager
 def ipc_namespace() -> Iterator[IpcNamespace]:
     if os.geteuid() != 0:
         pytest.skip("an IPC namespace needs root (or a user namespace)")
     holder = subprocess.Popen(["unshare", "--ipc", "sleep", "infinity"])
     try:
+        wait_for_own_namespace(holder.pid)
         yield IpcNamespace(holder)
     finally:
         holder.kill()
