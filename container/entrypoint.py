@@ -227,7 +227,7 @@ class Node:
             log(f"no {self.conf}: the node runs unregistered (mount a cluster.conf there "
                 "to register one)")
             return
-        from hbctl.cluster import ConfigError, load
+        from hbctl.cluster import ConfigError, is_local, load
 
         try:
             config = load(self.conf)
@@ -239,6 +239,15 @@ class Node:
                 raise NodeError(f"{self.conf} defines {len(config.clusters)} clusters: "
                                 "set O2CB_CLUSTER to the one to register")
             name = config.clusters[0].name
+        cluster = config.cluster(name)
+        if cluster is None:
+            raise NodeError(f"{self.conf} has no cluster {name!r} (O2CB_CLUSTER)")
+        names = [n.name for n in cluster.nodes]
+        if not any(is_local(n, self.node) for n in names):
+            # o2cb would register the cluster without a local node; heartbeat then fails.
+            raise NodeError(f"{self.node!r} is not a node of cluster {name!r} in {self.conf} "
+                            f"({', '.join(names)}): run the container with '--hostname NODE' "
+                            "(or set O2CB_NODE)")
         args = ["cluster", "register", "--config", self.conf, "--node", self.node]
         if self.env.get("O2CB_HEARTBEAT_THRESHOLD"):
             args += ["--dead-threshold", self.env["O2CB_HEARTBEAT_THRESHOLD"]]
@@ -354,7 +363,7 @@ def run_node(argv: list[str]) -> int:
         status = 1
     finally:
         node.down()
-    return status
+    return status if status >= 0 else 128 - status  # killed by signal N: 128 + N, as sh says
 
 
 def run_in_userns(argv: list[str]) -> int:
