@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~8 ms of start-up)
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from hbctl.ondisk import HeartbeatDesc, Volume
     from hbctl.sysroot import Sysroot
 
@@ -130,13 +132,17 @@ def atoi(text: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-@dataclass
 class Options:
-    action: str | None = None  # "start", "stop", "refinfo", "ionice", "usage"
-    device: str | None = None
-    uuid: str | None = None
-    io_prio: int = 0
-    service: str | None = None
+    """The parsed command line (a plain class: dataclasses costs ~10 ms of start-up)."""
+
+    __slots__ = ("action", "device", "io_prio", "service", "uuid")
+
+    def __init__(self) -> None:
+        self.action: str | None = None  # "start", "stop", "refinfo", "ionice", "usage"
+        self.device: str | None = None
+        self.uuid: str | None = None
+        self.io_prio = 0
+        self.service: str | None = None
 
 
 _ACTIONS = {"S": "start", "K": "stop", "I": "refinfo", "P": "ionice", "h": "usage"}

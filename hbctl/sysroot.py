@@ -10,7 +10,6 @@ reported through FUSE, so the check is skipped there: the sysroot was named).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 CONFIGFS_MAGIC = 0x62656570
 ENV_SYSROOT = "HBCTL_SYSROOT"
@@ -20,11 +19,26 @@ class KernelUnavailable(Exception):
     """The kernel surfaces (configfs, the o2cb modules) are not there."""
 
 
-@dataclass(frozen=True)
 class Sysroot:
-    """Paths of the kernel surfaces under one root."""
+    """Paths of the kernel surfaces under one root.
 
-    root: str = "/"
+    A plain class, not a dataclass: ``ocfs2_hb_ctl -I`` imports this, and importing
+    dataclasses costs about 10 ms of start-up.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sysroot) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Sysroot({self.root!r})"
 
     @property
     def emulated(self) -> bool:
