@@ -14,10 +14,14 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.catalogue.catalogue import load
 from tests.catalogue.recorded import RECORDING, load_recording, recorded_results
 from tests.kernel import lane, scenarios
 from tests.kernel.conftest import SUMMARY
+
+pytestmark = pytest.mark.slow
 
 
 def test_catalogue_on_the_real_kernel_matches_the_recording(artefacts: lane.Artefacts,
