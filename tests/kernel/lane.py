@@ -78,14 +78,25 @@ def cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
 
 # --- fetching and unpacking ----------------------------------------------------------------
 
-def kernel_package() -> str:
-    """linux-image-6.1.*-amd64 that linux-image-amd64 depends on (apt's cache, no network)."""
+def _depends_of_meta_package() -> str | None:
     out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
                          capture_output=True, text=True, check=False).stdout
     for line in out.splitlines():
         name = line.split(":", 1)[-1].strip()
         if line.strip().startswith("Depends:") and name.startswith("linux-image-6.1."):
             return name
+    return None
+
+
+def kernel_package() -> str:
+    """linux-image-6.1.*-amd64 that linux-image-amd64 depends on (apt's lists; as root,
+    one ``apt-get update`` when they are empty), else the newest cached download."""
+    name = _depends_of_meta_package()
+    if name is None and os.geteuid() == 0 and not list(CACHE.glob("debs/linux-image-*.deb")):
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        name = _depends_of_meta_package()
+    if name is not None:
+        return name
     cached = sorted(glob.glob(str(CACHE / "debs/linux-image-6.1.*-amd64_*.deb")))
     if cached:
         return Path(cached[-1]).name.split("_")[0]
@@ -150,7 +161,16 @@ def load_order(modules: dict[str, bytes], wanted: list[str]) -> list[str]:
 def build() -> Artefacts:
     """vmlinuz + initramfs for the current kernel package, cached under CACHE."""
     kpkg = kernel_package()
-    kdeb, bdeb = download(kpkg), download("busybox-static")
+    try:
+        kdeb = download(kpkg)
+    except LaneUnavailable:
+        # Offline with an older kernel cached: use it rather than skip the lane.
+        cached = sorted(CACHE.glob("debs/linux-image-6.1.*-amd64_*.deb"))
+        if not cached:
+            raise
+        kdeb = cached[-1]
+        kpkg = kdeb.name.split("_")[0]
+    bdeb = download("busybox-static")
     init = (HERE / "init.sh").read_bytes()
     key = hashlib.sha256(b"|".join([kdeb.name.encode(), bdeb.name.encode(), init,
                                     ",".join(WANTED).encode()])).hexdigest()[:16]
