@@ -204,13 +204,21 @@ def find_by_uuid(uuid: str) -> str | None:
     As in the C tool, a device counts only if its whole heartbeat descriptor can be
     read; unreadable or foreign devices are skipped silently.
     """
-    for path in candidate_devices():
-        try:
-            volume, _hb = read_volume_with_sector(path)
-        except OnDiskError:
-            continue
-        if volume.uuid == uuid:
-            return path
+    # The cheap sources first (what the C tool scans, then HBCTL_DEVICES): the kernel's
+    # put_super call of ocfs2_hb_ctl -K -u must not pay pyudev's ~20 ms start-up. pyudev's
+    # enumeration is consulted only for what those two did not offer.
+    tried: set[str] = set()
+    for batch in (lambda: _proc_partitions() + image_files(), candidate_devices):
+        for path in batch():
+            if path in tried:
+                continue
+            tried.add(path)
+            try:
+                volume, _hb = read_volume_with_sector(path)
+            except OnDiskError:
+                continue
+            if volume.uuid == uuid:
+                return path
     return None
 
 
