@@ -7,7 +7,8 @@
   report each step's result (the recording that tests/catalogue/kernel-results.json holds);
 * ``hbctl DEV``: hbctl cluster register, ocfs2_hb_ctl -S/-I/-K (ours) by device and by UUID
   beside the C tool, with the real o2hb's debugfs livenodes;
-* ``interop DEV``: heartbeat with a fakecfs node on the host on one image, on command.
+* ``interop DEV DEAD_THRESHOLD``: heartbeat with a fakecfs node on the host on one image,
+  starting and stopping on the host's command, reporting every livenodes change.
 """
 
 from __future__ import annotations
