@@ -109,7 +109,7 @@ def has_cap(cap: int) -> bool:
 
 def userns_works() -> str | None:
     """None when this process may make a user namespace with a mount namespace, else why."""
-    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "--ipc", "true"],
                           capture_output=True, text=True, check=False)
     return None if proc.returncode == 0 else (proc.stderr.strip() or "unshare failed")
 
@@ -168,15 +168,13 @@ def ensure_dir(path: str) -> None:
         os.mkdir(path)
 
 
-def bind_surfaces(sysroot: str) -> list[str]:
-    """Bind each emulated surface at its real path; return the targets, in mount order."""
-    done = []
+def bind_surfaces(sysroot: str, done: list[str]) -> None:
+    """Bind each emulated surface at its real path, appending each target to ``done``."""
     for rel in SURFACES:
         target = "/" + rel
         ensure_dir(target)
         mount(os.path.join(sysroot, rel), target, None, MS_BIND)
         done.append(target)
-    return done
 
 
 # -- the node ----------------------------------------------------------------------------
@@ -256,7 +254,7 @@ class Node:
     def up(self) -> None:
         times = {"started": time.time()}
         self.mount_kernel()
-        self.binds = bind_surfaces(self.sysroot)
+        bind_surfaces(self.sysroot, self.binds)  # down() undoes even a partial list
         times["mounted"] = time.time()
         self.register()
         if self.device:
@@ -404,9 +402,14 @@ def main(argv: list[str]) -> int:
             os.unlink(stale)
     try:
         check_fuse()
-        if has_cap(CAP_SYS_ADMIN) and has_cap(CAP_IPC_OWNER):
+        sys_admin, ipc_owner = has_cap(CAP_SYS_ADMIN), has_cap(CAP_IPC_OWNER)
+        if sys_admin and ipc_owner:
             return run_node(argv)
         why = userns_works()
+        if why is not None and sys_admin:
+            raise NodeError(f"no CAP_IPC_OWNER (libo2cb's semaphore sets have mode 000: even "
+                            f"root needs it) and no user namespace to do without it ({why}): "
+                            "add '--cap-add IPC_OWNER'")
         if why is not None:
             raise NodeError(f"cannot mount FUSE here: no CAP_SYS_ADMIN, and no user namespace "
                             f"either ({why}; Docker's default seccomp profile forbids them): "
