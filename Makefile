@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 DEBS  := fuse3 libfuse3-dev pkg-config ocfs2-tools kmod util-linux gcc
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-container test-kernel bench clean
 
 setup: $(STAMP)
 
@@ -31,12 +31,17 @@ demo: setup
 	$(PY) -m fakecfs.demo
 
 test: setup
-	$(PY) -m ruff check fakecfs hbctl tests bench
+	$(PY) -m ruff check fakecfs hbctl tests bench container
 	$(PY) -m mypy
 	$(PY) -m pytest -q -ra
 
 test-fast: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit tests/ops
+
+# The Docker lane (a private dockerd, three node containers), the unprivileged lane and the
+# entrypoint tests; `make test` runs them too.
+test-container: setup
+	$(PY) -m pytest -q -s -ra tests/container
 
 bench: setup
 	$(PY) -m bench
