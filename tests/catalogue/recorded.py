@@ -17,6 +17,9 @@ from typing import Any
 from tests.catalogue.catalogue import Case, Step
 
 RECORDING = Path(__file__).with_name("kernel-results.json")
+# The o2hb debugfs and /sys/fs/{o2cb,ocfs2} files of a kernel with one local node (num 0 of
+# 2) heartbeating one region: {path: [mode, content or null]} (recorded by the hbctl task).
+SURFACES = Path(__file__).with_name("kernel-surfaces.json")
 
 
 def step_key(step: Step) -> str:

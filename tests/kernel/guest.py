@@ -137,6 +137,21 @@ def region_state(uuid: str) -> dict[str, object]:
             "livenodes": read_text(f"{DEBUGFS}/o2hb/{uuid}/livenodes")}
 
 
+def surfaces(uuid: str) -> dict[str, object]:
+    """Every file of the o2hb debugfs tree and of /sys/fs/o2cb, /sys/fs/ocfs2 (paths without
+    the leading /, the region's name as UUID): its mode and, for the files that do not change
+    by the second, its content."""
+    out: dict[str, object] = {}
+    for top in (f"{DEBUGFS}/o2hb", "/sys/fs/o2cb", "/sys/fs/ocfs2"):
+        for dirpath, _, files in os.walk(top):
+            for name in sorted(files):
+                path = os.path.join(dirpath, name)
+                mode = f"{os.stat(path).st_mode & 0o7777:04o}"
+                text = None if name == "elapsed_time_in_ms" else read_text(path)
+                out[path.lstrip("/").replace(uuid, "UUID")] = [mode, text]
+    return out
+
+
 def task_hbctl(ch: Channel, dev: str) -> None:
     """hbctl and our ocfs2_hb_ctl on real configfs, beside the C tool, by device and UUID."""
     from hbctl.devices import read_volume
@@ -162,6 +177,7 @@ def task_hbctl(ch: Channel, dev: str) -> None:
                    "num": {n: read_text(f"{node}/{n}/num") for n in ("guest", "host")}})
     step("ours -S -d", run(ours, "-S", "-d", dev, "o2cb"))
     step("started", region_state(uuid))
+    step("surfaces", {"files": surfaces(uuid)})
     refs("1")
     step("ours -S -u", run(ours, "-S", "-u", uuid, "o2cb"))
     refs("2")

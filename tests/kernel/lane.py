@@ -38,10 +38,13 @@ QEMU = "qemu-system-x86_64"
 WANTED = [
     "virtio_pci", "virtio_blk", "9pnet_virtio", "9p",
     "configfs", "ocfs2_nodemanager", "ocfs2_stackglue", "ocfs2_dlm", "ocfs2_stack_o2cb",
+    # The filesystem itself: it sets /sys/fs/ocfs2/max_locking_protocol, as on a real host.
+    "ocfs2",
 ]
 MODULE_DIRS = [
     "kernel/drivers/virtio", "kernel/drivers/block", "kernel/net/9p", "kernel/fs/9p",
     "kernel/fs/netfs", "kernel/fs/fscache", "kernel/fs/configfs", "kernel/fs/ocfs2",
+    "kernel/fs/jbd2", "kernel/fs/quota",
 ]
 
 

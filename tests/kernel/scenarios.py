@@ -87,7 +87,8 @@ def run_task(art: lane.Artefacts, workdir: Path, task: str, disk: Path,
                       hostname="guest")
     out: dict[str, Any] = {}
     try:
-        at, _ = guest.expect("hello", 120)
+        at, hello = guest.expect("hello", 120)
+        out["hello"] = hello
         out["boot_seconds"] = at - guest.started
         for _, msg in guest.messages(timeout):
             if msg.get("kind") == "error":

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.catalogue.catalogue import load
-from tests.catalogue.recorded import RECORDING, load_recording, recorded_results
+from tests.catalogue.recorded import RECORDING, SURFACES, load_recording, recorded_results
 from tests.kernel import lane, scenarios
 from tests.kernel.conftest import SUMMARY
 
@@ -71,6 +71,11 @@ def test_hbctl_and_ocfs2_hb_ctl_on_real_configfs(artefacts: lane.Artefacts,
     for n, label in ((1, "1"), (2, "2"), (4, "4"), (1, "1 again"), (0, "0")):
         for who in ("ours -I -d", "C -I -d", "ours -I -u", "C -I -u"):
             assert steps[f"{label}: {who}"]["out"] == f"{uuid}: {n} refs\n", (label, who)
+    files = steps["surfaces"]["files"]
+    if os.environ.get("FAKECFS_KERNEL_RECORD") == "1":
+        SURFACES.write_text(json.dumps({"kernel": out["hello"]["uname"], "files": files},
+                                       indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    assert files == load_recording(SURFACES)["files"], "the kernel's o2hb/o2cb files changed"
     status = json.loads(steps["status"]["out"])
     assert status["clusters"][0]["cluster"] == "demo"
     assert steps["running"]["exists"]
