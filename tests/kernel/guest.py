@@ -197,6 +197,48 @@ def task_hbctl(ch: Channel, dev: str) -> None:
     ch.say("done")
 
 
+def task_mount(ch: Channel, dev: str) -> None:
+    """hbctl mount/umount on the real kernel: two mounts of one device share one reference;
+    the last umount's put_super runs hb_ctl_path (our ocfs2_hb_ctl -K) and heartbeat stops."""
+    from hbctl.devices import read_volume
+
+    uuid = read_volume(dev).uuid
+    ours = str(VENV_BIN / "ocfs2_hb_ctl")
+    hbctl = str(VENV_BIN / "hbctl")
+    calls = Path("/tmp/hb-ctl-calls")
+    Path("/tmp/lane-hb-ctl").write_text(
+        f'echo "$@" >> {calls}\nexec {ours} "$@"\n', encoding="ascii")
+    Path("/proc/sys/fs/ocfs2/nm/hb_ctl_path").write_text("/lane/hb_ctl\n", encoding="ascii")
+    steps: list[dict[str, object]] = []
+
+    def step(label: str, result: dict[str, object]) -> None:
+        result["label"] = label
+        steps.append(result)
+
+    def state(label: str) -> None:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                  if line.split()[2] == "ocfs2"]
+        step(label, {"refs": run(ours, "-I", "-u", uuid)["out"], "mounts": mounts,
+                     "region": os.path.isdir(f"{CONFIGFS}/cluster/{CLUSTER}/heartbeat/{uuid}"),
+                     "hb_ctl_calls": read_text(str(calls))})
+
+    step("register", register())
+    for d in ("/tmp/m1", "/tmp/m2"):
+        os.mkdir(d)
+    step("mount m1", run(hbctl, "mount", dev, "/tmp/m1"))
+    state("after mount m1")
+    Path("/tmp/m1/hello").write_text("written on the real ocfs2\n", encoding="ascii")
+    step("mount m2", run(hbctl, "mount", dev, "/tmp/m2"))
+    state("after mount m2")
+    step("read through m2", {"text": read_text("/tmp/m2/hello")})
+    step("umount m2", run(hbctl, "umount", "/tmp/m2"))
+    state("after umount m2")
+    step("umount m1", run(hbctl, "umount", "/tmp/m1"))
+    state("after umount m1")
+    ch.say("mount", uuid=uuid, steps=steps)
+    ch.say("done")
+
+
 def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
     """The kernel node of a two-node heartbeat with the host's fakecfs node, on command.
 
@@ -245,6 +287,7 @@ def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
 
 TASKS: dict[str, Callable[..., None]] = {
     "catalogue": task_catalogue, "hbctl": task_hbctl, "interop": task_interop,
+    "mount": task_mount,
 }
 
 

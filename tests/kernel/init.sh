@@ -25,6 +25,11 @@ mkdir -p /host/dev/shm && mount -t tmpfs tmpfs /host/dev/shm
 # No modules.dep and no /lib/modules for this kernel on the host tree: modprobe is a stub
 # (everything needed is loaded above), as machine.md recommends.
 mount -o bind /lane/modprobe /host/usr/bin/kmod
+# The kernel runs /proc/sys/fs/ocfs2/nm/hb_ctl_path (at put_super) in this initramfs root,
+# not in the host tree: this helper enters the tree and runs whatever the guest task put
+# at /tmp/lane-hb-ctl there (our ocfs2_hb_ctl or the C one).
+printf '#!/bin/sh\nexec /bin/chroot /host /bin/sh /tmp/lane-hb-ctl "$@"\n' > /lane/hb_ctl
+chmod 755 /lane/hb_ctl
 ip link set lo up
 hostname "$(sed -n 's/.*lane\.hostname=\([^ ]*\).*/\1/p' /proc/cmdline)"
 cp /lane/run.sh /host/tmp/lane-run.sh

@@ -107,3 +107,29 @@ def test_wire_interop_fakecfs_node_and_real_o2hb(artefacts: lane.Artefacts,
     for event in ("guest notices host's death", "host notices guest's death"):
         assert (run.dead_threshold - 1) * interval <= t[event], event
         assert t[event] < (run.dead_threshold + 1) * interval + 2, event
+
+
+def test_hbctl_mount_on_real_ocfs2_and_put_super_runs_our_hb_ctl(artefacts: lane.Artefacts,
+                                                                  workdir: Path) -> None:
+    disk = scenarios.ocfs2_disk(workdir / "vol.img")
+    out = scenarios.run_task(artefacts, workdir, "mount", disk)
+    uuid = out["mount"]["uuid"]
+    steps = {s["label"]: s for s in out["mount"]["steps"]}
+    failed = {k: s for k, s in steps.items() if s.get("rc", 0) != 0}
+    assert failed == {}
+    one, zero = f"{uuid}: 1 refs\n", f"{uuid}: 0 refs\n"
+    # Two mounts of one device share one superblock and one heartbeat reference.
+    assert steps["after mount m1"]["refs"] == one
+    assert steps["after mount m2"]["mounts"] == ["/tmp/m1", "/tmp/m2"]
+    assert steps["after mount m2"]["refs"] == one
+    assert steps["read through m2"]["text"] == "written on the real ocfs2\n"
+    assert steps["after umount m2"]["refs"] == one
+    assert steps["after umount m2"]["hb_ctl_calls"] is None  # the superblock lives on
+    # The last umount: the kernel's put_super ran hb_ctl_path = our ocfs2_hb_ctl -K -u UUID.
+    last = steps["after umount m1"]
+    assert last["hb_ctl_calls"] == f"-K -u {uuid}\n"
+    assert (last["refs"], last["mounts"], last["region"]) == (zero, [], False)
+    SUMMARY.append(f"hbctl mount on real ocfs2: two mounts, one reference; put_super ran our "
+                   f"ocfs2_hb_ctl {last['hb_ctl_calls'].strip()} and heartbeat stopped "
+                   f"(mount {steps['mount m1']['seconds']:.1f} s, last umount "
+                   f"{steps['umount m1']['seconds']:.1f} s)")
