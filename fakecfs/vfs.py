@@ -40,6 +40,8 @@ import itertools
 import posixpath
 from dataclasses import dataclass, field
 
+from hbctl.mtab import escape, unescape
+
 from .tree import KernelError
 
 FSTYPE = "ocfs2"
@@ -49,24 +51,6 @@ HB_OPTIONS = ("local", "global", "none")
 
 
 # -- commands ------------------------------------------------------------------------------
-
-
-def escape(text: str) -> str:
-    """/proc/mounts escaping: blank, tab, newline and backslash as ``\\ooo``."""
-    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in text)
-
-
-def unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        code = text[i + 1 : i + 4]
-        if text[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from typing import Any
 
 from hbctl import regions, semaphores
 from hbctl.errors import Code, O2cbError
+from hbctl.mtab import escape, unescape
 from hbctl.stack import OS_CONFIGFS, ConfigfsIO
 from hbctl.sysroot import Sysroot
 
@@ -207,27 +208,6 @@ def mount_group_leave(
 
 
 # -- the mount table ------------------------------------------------------------------------
-
-
-def escape(text: str) -> str:
-    """/proc/mounts escaping: space, tab, newline and backslash as octal."""
-    out = []
-    for ch in text:
-        out.append(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch)
-    return "".join(out)
-
-
-def unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        code = text[i + 1 : i + 4]
-        if text[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
 
 
 @dataclass(frozen=True)
