@@ -218,12 +218,17 @@ def ensure_qemu() -> str:
         return path
     if os.geteuid() != 0:
         raise LaneUnavailable(f"{QEMU} is not installed and we are not root to apt-get it")
-    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                           "qemu-system-x86"], capture_output=True, text=True, check=False,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    try:
+        proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                               "qemu-system-x86"], capture_output=True, text=True,
+                              check=False, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        why = proc.stderr[-300:]
+    except OSError as exc:  # no apt-get: not Debian
+        why = str(exc)
     path = shutil.which(QEMU)
     if not path:
-        raise LaneUnavailable(f"apt-get install qemu-system-x86 failed: {proc.stderr[-300:]}")
+        raise LaneUnavailable(f"{QEMU} is missing and apt-get install qemu-system-x86 "
+                              f"failed: {why}")
     return path
 
 
