@@ -182,6 +182,10 @@ def build() -> Artefacts:
     art = Artefacts(version, out / "vmlinuz", out / "initrd.img")
     if art.vmlinuz.exists() and art.initrd.exists():
         return art
+    # Builds for other inputs (an older init.sh or kernel) are never used again.
+    for old in CACHE.iterdir():
+        if old.is_dir() and old.name != "debs" and len(old.name) == 16 and "." not in old.name:
+            shutil.rmtree(old, ignore_errors=True)
     kfiles = _members(kdeb, ["boot/vmlinuz-", *(f"lib/modules/{version}/{d}"
                                                 for d in MODULE_DIRS)])
     busybox = _members(bdeb, ["bin/busybox"])["bin/busybox"]
