@@ -43,6 +43,11 @@ test-fast: setup
 test-container: setup
 	$(PY) -m pytest -q -s -ra tests/container
 
+# The real-kernel lane: Debian's 6.1 kernel under QEMU (TCG unless KVM is real), the
+# catalogue recorded from it, hbctl on real configfs, wire interop; `make test` runs it too.
+test-kernel: setup
+	$(PY) -m pytest -q -ra tests/kernel tests/catalogue
+
 bench: setup
 	$(PY) -m bench
 

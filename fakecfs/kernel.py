@@ -28,6 +28,7 @@ from .usermode import MountSyscalls
 from .vfs import MountCommand
 
 log = logging.getLogger("fakecfs.kernel")
+IMAGE_SECTOR_SIZE = 512  # the logical block size an image file stands for
 
 
 @dataclass
@@ -273,13 +274,14 @@ class Kernel:
         dev_fd, name, is_blk = self._open_writer_fd(pid, start.fd)
         try:
             region.require_geometry()
-            if is_blk:
-                sector = _logical_block_size(dev_fd)
-                if sector != region.block_bytes:
-                    raise KernelError(
-                        errno.EINVAL,
-                        f"blocksize {sector} incorrect for device, expected {region.block_bytes}",
-                    )
+            # An image file is a disk of 512-byte sectors, as libo2cb assumes when BLKSSZGET
+            # fails on it; block devices answer for themselves.
+            sector = _logical_block_size(dev_fd) if is_blk else IMAGE_SECTOR_SIZE
+            if sector != region.block_bytes:
+                raise KernelError(
+                    errno.EINVAL,
+                    f"blocksize {sector} incorrect for device, expected {region.block_bytes}",
+                )
         except BaseException:
             os.close(dev_fd)
             raise
