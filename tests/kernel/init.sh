@@ -22,6 +22,14 @@ mount -t debugfs debugfs /host/sys/kernel/debug
 mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
 mkdir -p /host/dev/shm && mount -t tmpfs tmpfs /host/dev/shm
+# The repository may live under /tmp or /run (a CI checkout), which the tmpfs mounts above
+# just covered: mount it again at its own path from its own share.
+repo="$(sed -n 's/.*lane\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)"
+if [ -n "$repo" ]; then
+    mkdir -p "/host$repo" 2>/dev/null
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 repo "/host$repo" \
+        || { echo "lane: 9p mount of $repo failed"; poweroff -f; }
+fi
 # No modules.dep and no /lib/modules for this kernel on the host tree: modprobe is a stub
 # (everything needed is loaded above), as machine.md recommends.
 mount -o bind /lane/modprobe /host/usr/bin/kmod

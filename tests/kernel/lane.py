@@ -335,11 +335,14 @@ def boot(art: Artefacts, workdir: Path, script: str, disks: tuple[Path, ...] = (
     console = workdir / "console.log"
     args = [qemu, *accel, "-m", memory, "-smp", "1", "-nographic", "-no-reboot",
             "-nic", "none", "-kernel", str(art.vmlinuz), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 quiet panic=-1 lane.hostname={hostname}",
+            "-append", f"console=ttyS0 quiet panic=-1 lane.hostname={hostname} lane.repo={REPO}",
             "-serial", f"file:{console}",
             "-chardev", f"socket,id=lane,path={sock_path}",
             "-device", "isa-serial,chardev=lane",
             "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
+                       "multidevs=remap",
+            # The repository again, on its own: under /tmp it would be hidden in the guest.
+            "-virtfs", f"local,path={REPO},mount_tag=repo,security_model=none,readonly=on,"
                        "multidevs=remap"]
     for disk in disks:
         args += ["-drive", f"file={disk},format=raw,if=virtio,cache=none,file.locking=off"]
