@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := fuse3 libfuse3-dev pkg-config ocfs2-tools kmod util-linux gcc
+DEBS  := fuse3 libfuse3-dev pkg-config ocfs2-tools kmod util-linux gcc python3-venv python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast test-container test-kernel bench clean
