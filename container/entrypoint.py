@@ -7,7 +7,8 @@
 What it does, in order: checks /dev/fuse and the privilege it needs (and says which docker
 flags are missing when they are); mounts fakecfs (the emulated kernel) at $HBCTL_SYSROOT;
 binds its surfaces where the tools look (/sys/kernel/config, /sys/fs/ocfs2, /sys/fs/o2cb,
-/sys/kernel/debug, /proc/sys/fs/ocfs2), so hbctl and the unmodified C ocfs2-tools both work;
+/sys/kernel/debug/o2hb, /proc/sys/fs/ocfs2: the placement `fakecfs run` makes), so hbctl
+and the unmodified C ocfs2-tools both work;
 registers the cluster from $OCFS2_CLUSTER_CONF with the hostname as the local node; starts
 heartbeat on $HEARTBEAT_DEVICE when set; then runs CMD (or waits). On SIGTERM (docker stop)
 or when CMD ends it stops heartbeat cleanly (peers see a clean leave, not a death), unbinds
@@ -43,6 +44,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from fakecfs.run import RunError, bind_surfaces
+
 PROG = "fakecfs-node"
 STATE = "/run/fakecfs-node"
 USERNS_PID = f"{STATE}/userns.pid"
@@ -55,17 +58,7 @@ CAP_SYS_ADMIN = 21
 # libo2cb makes each region's semaphore set with mode 000, so even root needs CAP_IPC_OWNER,
 # which Docker drops by default: without it the node gets an IPC namespace of its own.
 CAP_IPC_OWNER = 15
-MS_BIND, MS_REC, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1000, 0x4000, 0x2, 0x4, 0x8
 MNT_DETACH = 2
-
-# Kernel surfaces: (path inside the fakecfs mount = path on a real host).
-SURFACES = (
-    "sys/kernel/config",
-    "sys/kernel/debug",
-    "sys/fs/ocfs2",
-    "sys/fs/o2cb",
-    "proc/sys/fs/ocfs2",
-)
 
 FLAGS_HINT = (
     "run the container with '--device /dev/fuse --cap-add SYS_ADMIN', or without SYS_ADMIN "
@@ -119,62 +112,8 @@ def userns_works() -> str | None:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None
-          ) -> None:
-    if _libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
-                   flags, data.encode() if data else None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {src} on {target}: {os.strerror(err)}")
-
-
 def umount_lazy(target: str) -> None:
     _libc.umount2(target.encode(), MNT_DETACH)
-
-
-def shadow(directory: str) -> None:
-    """Make a read-only pseudo-fs directory (sysfs, procfs) writable without losing anything.
-
-    The original is kept under STATE/stash, a tmpfs goes over it, and each original entry is
-    bound back onto a placeholder of the same kind: /sys/fs/cgroup stays where it was and
-    /sys/fs/ocfs2 can now be created next to it.
-    """
-    stash = os.path.join(STATE, "stash", directory.strip("/").replace("/", "_"))
-    os.makedirs(stash, exist_ok=True)
-    mount(directory, stash, None, MS_BIND | MS_REC)
-    mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755")
-    for entry in os.scandir(stash):
-        target = os.path.join(directory, entry.name)
-        if entry.is_symlink():
-            os.symlink(os.readlink(entry.path), target)
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            os.mkdir(target)
-        else:
-            open(target, "w").close()  # a placeholder to bind onto
-        with contextlib.suppress(OSError):  # an entry we may not bind stays a placeholder
-            mount(entry.path, target, None, MS_BIND | MS_REC)
-
-
-def ensure_dir(path: str) -> None:
-    """mkdir -p that also works under sysfs and procfs (see shadow)."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    ensure_dir(parent)
-    try:
-        os.mkdir(path)
-    except OSError:
-        shadow(parent)
-        os.mkdir(path)
-
-
-def bind_surfaces(sysroot: str, done: list[str]) -> None:
-    """Bind each emulated surface at its real path, appending each target to ``done``."""
-    for rel in SURFACES:
-        target = "/" + rel
-        ensure_dir(target)
-        mount(os.path.join(sysroot, rel), target, None, MS_BIND)
-        done.append(target)
 
 
 # -- the node ----------------------------------------------------------------------------
@@ -191,7 +130,7 @@ class Node:
         self.device = env.get("HEARTBEAT_DEVICE", "")
         self.node = env.get("O2CB_NODE") or socket.gethostname()
         self.daemon: subprocess.Popen[bytes] | None = None
-        self.binds: list[str] = []
+        self.binds: dict[str, str] = {}  # surface -> where it is bound
         self.heartbeat = False
 
     def hbctl(self, *args: str) -> None:
@@ -254,7 +193,13 @@ class Node:
     def up(self) -> None:
         times = {"started": time.time()}
         self.mount_kernel()
-        bind_surfaces(self.sysroot, self.binds)  # down() undoes even a partial list
+        # The surfaces at their real paths, as `fakecfs run` places them (sysfs/procfs
+        # parents mirrored on tmpfs where a directory cannot be made); down() undoes even a
+        # partial set.
+        try:
+            bind_surfaces(self.sysroot, self.binds)
+        except RunError as exc:
+            raise NodeError(str(exc)) from None
         times["mounted"] = time.time()
         self.register()
         if self.device:
@@ -278,9 +223,9 @@ class Node:
                 self.hbctl("stop", "-d", self.device)
             except NodeError as exc:  # the daemon's own clean stop below still runs
                 log(str(exc))
-        for target in reversed(self.binds):
+        for target in reversed(list(self.binds.values())):
             umount_lazy(target)
-        self.binds = []
+        self.binds = {}
         if self.daemon is not None and self.daemon.poll() is None:
             # fakecfs's SIGTERM: every region writes its generation-0 block, then unmount.
             self.daemon.send_signal(signal.SIGTERM)

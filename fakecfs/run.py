@@ -233,9 +233,14 @@ def mirror(directory: str, *new: str) -> None:
             os.rmdir(stage)
 
 
-def bind_surfaces(sysroot: str) -> dict[str, str]:
-    """Bind every surface of ``sysroot``; return {source: target} of what was bound."""
-    bound: dict[str, str] = {}
+def bind_surfaces(sysroot: str, bound: dict[str, str] | None = None) -> dict[str, str]:
+    """Bind every surface of ``sysroot``; return {source: target} of what was bound.
+
+    ``bound`` is filled as each bind is made, so a caller that must undo them (the
+    container entrypoint) knows what to undo even when a later one fails.
+    """
+    if bound is None:
+        bound = {}
     for surface in SURFACES:
         src = os.path.join(sysroot, surface.source)
         if not os.path.isdir(src):
