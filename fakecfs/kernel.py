@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from hbctl.devices import sector_size_fd
+
 from .heartbeat import HeartbeatRunner
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
@@ -276,7 +278,7 @@ class Kernel:
             region.require_geometry()
             # An image file is a disk of 512-byte sectors, as libo2cb assumes when BLKSSZGET
             # fails on it; block devices answer for themselves.
-            sector = _logical_block_size(dev_fd) if is_blk else IMAGE_SECTOR_SIZE
+            sector = sector_size_fd(dev_fd) if is_blk else IMAGE_SECTOR_SIZE
             if sector != region.block_bytes:
                 raise KernelError(
                     errno.EINVAL,
@@ -404,12 +406,3 @@ def _block_device_name(rdev: int) -> str:
         return os.path.basename(os.path.realpath(sysdir))
     except OSError:
         return f"{os.major(rdev)}:{os.minor(rdev)}"
-
-
-def _logical_block_size(fd: int) -> int:
-    import fcntl
-    import struct
-
-    blksszget = 0x1268
-    buf = fcntl.ioctl(fd, blksszget, b"\0" * 4)
-    return int(struct.unpack("i", buf)[0])

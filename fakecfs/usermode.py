@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from hbctl.ondisk import OnDiskError, Volume, parse_volume
+from hbctl.devices import read_volume_fd
+from hbctl.ondisk import OnDiskError, Volume
 
 from .heartbeat import HeartbeatRunner
 from .o2hb import Region
@@ -162,17 +163,10 @@ def _device_key(path: str, strict: bool) -> DeviceKey:
 
 
 def _read_volume(path: str) -> Volume:
-    """The ocfs2 superblock on ``path`` (thread I/O); EINVAL if there is none."""
-    import fcntl
-    import struct
-
+    """The ocfs2 superblock on ``path`` (thread I/O); an open failure keeps its errno."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sector = 512
-        if stat.S_ISBLK(os.fstat(fd).st_mode):
-            blksszget = 0x1268
-            sector = int(struct.unpack("i", fcntl.ioctl(fd, blksszget, b"\0" * 4))[0])
-        return parse_volume(lambda off, n: os.pread(fd, n, off), path, min_block_size=sector)
+        return read_volume_fd(fd, path)
     finally:
         os.close(fd)
 

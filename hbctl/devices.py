@@ -57,12 +57,13 @@ def sector_size(path: str) -> int:
     except OSError:
         return DEFAULT_SECTOR_SIZE
     try:
-        return _sector_size_fd(fd)
+        return sector_size_fd(fd)
     finally:
         os.close(fd)
 
 
-def _sector_size_fd(fd: int) -> int:
+def sector_size_fd(fd: int) -> int:
+    """BLKSSZGET on an open block device; 512 for a file or when the ioctl fails."""
     try:
         if not stat.S_ISBLK(os.fstat(fd).st_mode):
             return DEFAULT_SECTOR_SIZE
@@ -81,7 +82,10 @@ def _open_device(path: str) -> int:
         raise OnDiskError(path, f"cannot open: {e.strerror}", code) from e
 
 
-def _read_volume_fd(fd: int, path: str, sectsize: int) -> Volume:
+def read_volume_fd(fd: int, path: str, sectsize: int | None = None) -> Volume:
+    """The ocfs2 volume on the open ``fd`` (``path`` names it in errors)."""
+    if sectsize is None:
+        sectsize = sector_size_fd(fd)
     # Block sizes below the sector size are not probed: libocfs2 reads with O_DIRECT,
     # which the kernel refuses below the logical sector size.
     return parse_volume(lambda off, n: os.pread(fd, n, off), path, min_block_size=sectsize)
@@ -91,7 +95,7 @@ def read_volume(path: str) -> Volume:
     """The ocfs2 volume on ``path`` (block device or image file); OnDiskError if none."""
     fd = _open_device(path)
     try:
-        return _read_volume_fd(fd, path, _sector_size_fd(fd))
+        return read_volume_fd(fd, path)
     finally:
         os.close(fd)
 
@@ -104,8 +108,8 @@ def read_volume_with_sector(path: str) -> tuple[Volume, HeartbeatDesc]:
     """
     fd = _open_device(path)
     try:
-        sectsize = _sector_size_fd(fd)
-        volume = _read_volume_fd(fd, path, sectsize)
+        sectsize = sector_size_fd(fd)
+        volume = read_volume_fd(fd, path, sectsize)
     finally:
         os.close(fd)
     return volume, volume.heartbeat(sectsize)
