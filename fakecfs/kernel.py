@@ -194,7 +194,7 @@ class Kernel:
     async def _rmdir(self, parent: DirEntry, name: str) -> None:
         effect = parent.rmdir(name)
         if isinstance(effect, StopHeartbeat):
-            await self._stop_region(effect.region, clean=True)
+            await self._stop_region(effect.region)
             effect.region.group.release(effect.region)
             self.debug_o2hb.remove(effect.region.name)
 
@@ -218,7 +218,7 @@ class Kernel:
             # Newer kernels stop heartbeating when the local node goes away (6.1 oopses
             # later on rmdir); we stop every region cleanly.
             for region in list(self._running):
-                await self._stop_region(region, clean=True)
+                await self._stop_region(region)
             return len(data[:4095])
         if isinstance(result, MountCommand):
             return await self.mounts.execute(result, pid)
@@ -234,7 +234,7 @@ class Kernel:
             self.options.trace(op, entry.path(), data.decode("latin-1"), result)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the nursery of heartbeat tasks until cancelled; then stop them cleanly."""
+        """Own the nursery of heartbeat tasks until cancelled (shutdown() stops them cleanly)."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -247,7 +247,7 @@ class Kernel:
         """Unmount (put_super runs the helper), then stop every region cleanly."""
         await self.mounts.unmount_all()
         for region in list(self._running):
-            await self._stop_region(region, clean=True)
+            await self._stop_region(region)
 
     # -- heartbeat start/stop ---------------------------------------------------------
 
@@ -318,7 +318,7 @@ class Kernel:
             # A signal reached the blocked writer (SIGKILL, or any it does not block): the
             # kernel's wait_event_interruptible ends, the start is aborted (EIO).
             log.warning("dev writer %d signalled; aborting start of region %s", pid, region.name)
-            await self._stop_region(region, clean=True)
+            await self._stop_region(region)
         if runner.steady.is_set() and not running.done.is_set():
             region.start_done(os.getpid())
             log.info("heartbeat started on region %s (%s)", region.name, name)
@@ -340,7 +340,8 @@ class Kernel:
             region.stopped()
             running.done.set()
 
-    async def _stop_region(self, region: Region, *, clean: bool) -> None:
+    async def _stop_region(self, region: Region) -> None:
+        """Stop a region's heartbeat (generation-0 block) and wait until its task ended."""
         running = self._running.get(region)
         if running is None:
             return
