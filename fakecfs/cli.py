@@ -18,8 +18,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import daemon
+
+if TYPE_CHECKING:
+    from .kernel import KernelOptions
 
 PROG = "fakecfs"
 
@@ -122,26 +126,29 @@ def _mount(args: argparse.Namespace) -> int:
     allow_other = os.geteuid() == 0
     if not args.background:
         _setup_logging(args, args.log)
-        return _serve(mountpoint, options, allow_other, ready=None)
+        try:
+            _serve(mountpoint, options, allow_other, ready=None)
+        except RuntimeError as exc:  # pyfuse3.init failures (permissions, no FUSE)
+            return _fail(f"{mountpoint}: cannot mount: {exc}")
+        return 0
     return _daemonize(args, mountpoint, options, allow_other)
 
 
-def _serve(mountpoint: str, options: object, allow_other: bool, ready: object) -> int:
+def _serve(mountpoint: str, options: KernelOptions, allow_other: bool,
+           ready: Callable[[], None] | None) -> None:
+    """Serve until unmounted, with a pid file naming this process (for fakecfs umount)."""
     from .serve import serve
 
     with open(daemon.pid_file(mountpoint), "w", encoding="ascii") as f:
         f.write(f"{os.getpid()}\n")
     try:
-        serve(mountpoint, options, allow_other=allow_other, ready=ready)  # type: ignore[arg-type]
-    except RuntimeError as exc:  # pyfuse3.init failures (permissions, no FUSE)
-        return _fail(f"{mountpoint}: cannot mount: {exc}")
+        serve(mountpoint, options, allow_other=allow_other, ready=ready)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(daemon.pid_file(mountpoint))
-    return 0
 
 
-def _daemonize(args: argparse.Namespace, mountpoint: str, options: object,
+def _daemonize(args: argparse.Namespace, mountpoint: str, options: KernelOptions,
                allow_other: bool) -> int:
     """Fork a daemon; the parent returns once the mount answers (or the child failed)."""
     rfd, wfd = os.pipe()
@@ -155,48 +162,46 @@ def _daemonize(args: argparse.Namespace, mountpoint: str, options: object,
         _, st = os.waitpid(pid, 0)
         msg = status.decode(errors="replace").strip() or f"daemon exited with status {st}"
         return _fail(msg)
-    # The child: a new session, stdio away from the caller's terminal and pipes.
+    # The child: a new session, stdio away from the caller's terminal and pipes. Whatever
+    # fails is written to the pipe the parent waits on.
     os.close(rfd)
+
+    def tell_parent(text: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(wfd, text.encode())
+
     code = 1
     try:
-        os.setsid()
-        log_path = args.log or daemon.log_file(mountpoint)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        _setup_logging(args, None)
+        try:
+            _detach(args, mountpoint)
+        except Exception as exc:
+            tell_parent(f"{mountpoint}: cannot start the daemon: {exc}\n")
+        else:
 
-        def ready() -> None:
-            os.write(wfd, b"ok\n")
-            os.close(wfd)
+            def ready() -> None:
+                tell_parent("ok\n")
+                os.close(wfd)
 
-        code = _serve_reporting(mountpoint, options, allow_other, ready, wfd)
-    except Exception as exc:  # before serving: tell the waiting parent why
-        with contextlib.suppress(OSError):
-            os.write(wfd, f"{mountpoint}: cannot start the daemon: {exc}\n".encode())
+            try:
+                _serve(mountpoint, options, allow_other, ready)
+                code = 0
+            except Exception as exc:
+                tell_parent(f"{mountpoint}: cannot mount: {exc}\n")
+                logging.getLogger("fakecfs").exception("daemon failed")
     finally:
         os._exit(code)
 
 
-def _serve_reporting(mountpoint: str, options: object, allow_other: bool,
-                     ready: object, wfd: int) -> int:
-    try:
-        from .serve import serve
-
-        with open(daemon.pid_file(mountpoint), "w", encoding="ascii") as f:
-            f.write(f"{os.getpid()}\n")
-        serve(mountpoint, options, allow_other=allow_other, ready=ready)  # type: ignore[arg-type]
-        return 0
-    except Exception as exc:  # reported to the waiting parent
-        with contextlib.suppress(OSError):
-            os.write(wfd, f"{mountpoint}: cannot mount: {exc}\n".encode())
-        logging.getLogger("fakecfs").exception("daemon failed")
-        return 1
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(daemon.pid_file(mountpoint))
+def _detach(args: argparse.Namespace, mountpoint: str) -> None:
+    """The daemon's own session, its stdio on its log file instead of the caller's."""
+    os.setsid()
+    log_path = args.log or daemon.log_file(mountpoint)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    _setup_logging(args, None)
 
 
 def _umount(args: argparse.Namespace) -> int:
