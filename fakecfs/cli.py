@@ -121,6 +121,7 @@ def _mount(args: argparse.Namespace) -> int:
         return _fail(error)
     options = KernelOptions(
         hb_interval_ms=args.hb_interval_ms, strict=args.strict, hb_ctl_path=args.hb_ctl_path,
+        mountpoint=mountpoint,
         trace=_trace_writer(args.trace) if args.trace else None,
     )
     allow_other = os.geteuid() == 0

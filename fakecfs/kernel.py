@@ -41,6 +41,9 @@ class KernelOptions:
     strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
     fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
     hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+    # Where this kernel is mounted (its sysroot): put_super's helper gets the surfaces
+    # from there at their real paths. Empty: the helper runs in the daemon's namespace.
+    mountpoint: str = ""
     # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None

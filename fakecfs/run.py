@@ -198,8 +198,9 @@ def ensure_dir(path: str) -> None:
         mirror(parent, os.path.basename(path))
 
 
-def mirror(directory: str, *new: str) -> None:
-    """Replace ``directory`` (in this namespace) by a tmpfs copy with extra subdirs ``new``.
+def mirror(directory: str, *new: str, files: dict[str, str] | None = None) -> None:
+    """Replace ``directory`` (in this namespace) by a tmpfs copy with extra subdirs ``new``
+    and extra entries ``files`` (name -> a file bind mounted there).
 
     Every existing entry is bind mounted (recursively) from the original, so the mirror
     shows what the original shows; symlinks are copied. The tmpfs is assembled in a
@@ -224,6 +225,9 @@ def mirror(directory: str, *new: str) -> None:
                 continue  # unreadable or vanished entries are simply not mirrored
         for name in new:
             os.mkdir(os.path.join(stage, name), 0o755)
+        for name, source in (files or {}).items():
+            open(os.path.join(stage, name), "x").close()
+            _mount(source, os.path.join(stage, name), None, MS_BIND)
         _mount(stage, directory, None, MS_MOVE)
         moved = True
     finally:
