@@ -18,6 +18,8 @@ As root (or root of a user namespace) only a mount namespace is made; otherwise 
 namespace mapping the caller to root as well (``unshare --user --map-root-user``). With
 ``--node NAME`` the command also gets its own IPC namespace (the heartbeat semaphores are
 per node) and UTS namespace with hostname NAME (o2cb finds the local node by hostname).
+With ``--device IMAGE`` an image file is made findable by UUID as the C tools look
+(:mod:`fakecfs.findable`: a ``/proc/partitions`` line and ``/dev/NAME``).
 At the end the command is exec'd: its exit status is ours.
 """
 
@@ -35,6 +37,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .findable import Device, device_of, make_findable
 
 PROG = "fakecfs run"
 
@@ -306,6 +310,9 @@ def parser(remainder: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--node", metavar="NAME",
                    help="also a private IPC namespace (per-node semaphores) and UTS namespace "
                    "with hostname NAME")
+    p.add_argument("--device", metavar="IMAGE", action="append", default=[],
+                   help="make IMAGE findable by UUID as the C tools look (a /proc/partitions "
+                   "line and /dev/BASENAME bound to it, in the namespace only); repeatable")
     if remainder:
         p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     return p
@@ -322,6 +329,13 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, list(args.command)
 
 
+def _image(path: str) -> Device:
+    try:
+        return device_of(os.path.abspath(path), path)
+    except OSError as exc:
+        raise RunError(f"--device {path}: {exc.strerror or exc}") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, cmd = parse(sys.argv[1:] if argv is None else argv)
     if not cmd:
@@ -331,9 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sysroot = os.path.abspath(args.mountpoint)
     try:
         check_sysroot(sysroot)
+        devices = [_image(path) for path in args.device]
         preload = preload_library()
         enter_namespaces(args.node)
         bound = bind_surfaces(sysroot)
+        make_findable(devices)
     except (RunError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

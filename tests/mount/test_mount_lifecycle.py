@@ -3,9 +3,12 @@ together, and the last one going â€” through put_super and ``ocfs2_hb_ctl -K`` â
 
 Each test is one emulated node: a fakecfs daemon started inside a private IPC namespace,
 so that the helper it runs at put_super and every hbctl/ocfs2_hb_ctl command the test runs
-(``nsenter --ipc``) share the node's semaphores, and nothing is left on the host. The
-kernel's ``hb_ctl_path`` names a wrapper that points our ``ocfs2_hb_ctl`` at this fakecfs
-(the kernel's environment has no HBCTL_SYSROOT). Images are real mkfs.ocfs2 volumes.
+(``nsenter --ipc``) share the node's semaphores, and nothing is left on the host. No
+wrapper and no write to ``hb_ctl_path``: the kernel's helper reaches this fakecfs and finds
+the device by itself (fakecfs runs it in the node's view of the emulated kernel). The
+``node`` fixture boots with ``--hb-ctl-path`` naming our ``ocfs2_hb_ctl`` (the sysctl's
+value at boot); the scenarios at the end use the default, Debian's ``/sbin/ocfs2_hb_ctl``.
+Images are real mkfs.ocfs2 volumes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,17 +115,6 @@ def assert_gone(node: Node) -> None:
     assert state == GONE, (node.ns.semaphore_sets(), node.log()[-3000:])
 
 
-def _wrapper(path: Path, sysroot: Path, image: Path) -> Path:
-    """What hb_ctl_path names: our ocfs2_hb_ctl, told where the emulated kernel is."""
-    path.write_text(textwrap.dedent(f"""\
-        #!/bin/sh
-        export HBCTL_SYSROOT={sysroot} HBCTL_DEVICES={image}
-        exec {PY_HB_CTL} "$@"
-        """))
-    path.chmod(0o755)
-    return path
-
-
 def _ipc_ns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/ipc")
 
@@ -134,7 +125,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     image = mkfs(tmp_path / "vol.img")
     sysroot = tmp_path / "sysroot"
     sysroot.mkdir()
-    helper = _wrapper(tmp_path / "ocfs2_hb_ctl", sysroot, image)
     env = dict(os.environ, HBCTL_SYSROOT=str(sysroot), HBCTL_DEVICES=str(image))
     with ipc_namespace() as ns:
         # The holder may not have unshared yet: nsenter would then enter the host's IPC
@@ -142,7 +132,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         wait_for(lambda: _ipc_ns(ns.holder.pid) != _ipc_ns(os.getpid()), timeout=10,
                  what="the namespace holder to unshare")
         started = ns.run(FAKECFS, "mount", "--background", "--hb-interval-ms", "50",
-                         "--hb-ctl-path", str(helper), str(sysroot), env=env)
+                         "--hb-ctl-path", PY_HB_CTL, str(sysroot), env=env)
         assert started.returncode == 0, started.stderr
         pid = daemon.daemon_pid(str(sysroot))
         assert pid is not None and _ipc_ns(pid) == _ipc_ns(ns.holder.pid)
@@ -281,11 +271,26 @@ def test_a_tool_killed_with_sigkill_releases_its_sem_undo_reference(node: Node) 
 
 
 RECORDER = """#!/bin/sh
-# The helper's argv, its environment exactly as execve gave it, and its cwd.
-{{ printf '%s\\n' "$0" "$@"; echo --env; tr '\\0' '\\n' < /proc/$$/environ; echo --cwd; pwd; }} \
-    > {record}
+# The helper's argv, its environment exactly as execve gave it, its cwd, and what it sees
+# where the C tool looks: configfs, /proc/partitions and the /dev entry it names.
+{{ printf '%s\\n' "$0" "$@"; echo --env; tr '\\0' '\\n' < /proc/$$/environ; echo --cwd; pwd;
+   echo --configfs; ls /sys/kernel/config/cluster; echo --partitions; tail -n 1 /proc/partitions;
+   echo --dev; od -A n -j 8192 -N 8 -c /dev/$(tail -n 1 /proc/partitions | awk '{{print $4}}')
+}} > {record}
 {then}
 """
+
+
+def _record(path: Path) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {"argv": []}
+    current = "argv"
+    for line in path.read_text().splitlines():
+        if line.startswith("--") and line[2:] in ("env", "cwd", "configfs", "partitions", "dev"):
+            current = line[2:]
+            sections[current] = []
+        else:
+            sections[current].append(line)
+    return sections
 
 
 def test_put_super_runs_what_hb_ctl_path_names_with_the_kernels_argv_and_env(
@@ -300,16 +305,27 @@ def test_put_super_runs_what_hb_ctl_path_names_with_the_kernels_argv_and_env(
     node.hbctl("umount", "/mnt/a")
     assert not record.exists()  # not the last mount: no put_super
     node.hbctl("umount", "/mnt/b")  # returns after the helper exited (UMH_WAIT_PROC)
-    argv, rest = record.read_text().split("--env\n")
-    env, cwd = rest.split("--cwd\n")
-    assert argv.splitlines() == [str(recorder), "-K", "-u", node.uuid]
-    assert sorted(env.splitlines()) == ["HOME=/", "PATH=/sbin:/bin:/usr/sbin:/usr/bin"]
-    assert cwd == "/\n"
+    seen = _record(record)
+    assert seen["argv"] == [str(recorder), "-K", "-u", node.uuid]
+    # The kernel's two variables, plus the shim's (documented in the README).
+    env = dict(line.split("=", 1) for line in seen["env"])
+    assert env.pop("HOME") == "/" and env.pop("PATH") == "/sbin:/bin:/usr/sbin:/usr/bin"
+    assert sorted(env) == ["FAKECFS_CONFIGFS_PATHS", "FAKECFS_SYSROOT", "LD_PRELOAD"]
+    assert env["FAKECFS_SYSROOT"] == str(node.sysroot)
+    assert seen["cwd"] == ["/"]
+    # This emulated kernel at the real path, and the image findable as the C tool scans.
+    assert seen["configfs"] == ["demo"]
+    major, _minor, blocks, name = seen["partitions"][0].split()
+    assert (major, int(blocks), name) == ("259", 64 * 1024, "vol.img")
+    assert seen["dev"][0].split() == list("OCFSV2") + ["\\0", "\\0"]  # the superblock
     # This helper did not stop anything: the mount's reference and flag are still there,
     # but the region is no longer pinned, so a stop by hand can end it.
     assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
                             "sets": 2}
     assert node.pinned() == "0\n"
+    # Nothing of the helper's namespace is left on the host.
+    assert "vol.img" not in Path("/proc/partitions").read_text()
+    assert not Path("/dev/vol.img").exists()
     node.hb_ctl("-K", "-u", node.uuid)
     assert_gone(node)
 
@@ -319,7 +335,7 @@ def test_put_super_with_our_ocfs2_hb_ctl_behind_a_recorder_stops_heartbeat(
     record = node.tmp / "record"
     recorder = node.tmp / "recorder"
     recorder.write_text(RECORDER.format(record=record,
-                                        then=f'exec {node.tmp / "ocfs2_hb_ctl"} "$@"'))
+                                        then=f'exec {PY_HB_CTL} "$@"'))
     recorder.chmod(0o755)
     node.set_hb_ctl_path(recorder)
     node.hbctl("mount", str(node.image), "/mnt/a")
