@@ -43,6 +43,7 @@ class Node:
     uuid: str
     env: dict[str, str]
     tmp: Path
+    helper: str = "ours"  # what hb_ctl_path runs at put_super: "ours" or "debian"
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return self.ns.run(*argv, env=self.env)
@@ -317,7 +318,7 @@ def test_put_super_runs_what_hb_ctl_path_names_with_the_kernels_argv_and_env(
     assert seen["configfs"] == ["demo"]
     major, _minor, blocks, name = seen["partitions"][0].split()
     assert (major, int(blocks), name) == ("259", 64 * 1024, "vol.img")
-    assert seen["dev"][0].split() == list("OCFSV2") + ["\\0", "\\0"]  # the superblock
+    assert seen["dev"][0].split() == [*"OCFSV2", "\\0", "\\0"]  # the superblock
     # This helper did not stop anything: the mount's reference and flag are still there,
     # but the region is no longer pinned, so a stop by hand can end it.
     assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
@@ -481,3 +482,132 @@ def test_a_c_stop_to_zero_while_mounted_is_refused_and_put_super_still_ends_it(
                             "sets": 2}
     node.hbctl("umount", "/mnt/a")
     assert_gone(node)
+
+
+# -- out of the box: a fresh fakecfs mount, nothing written to hb_ctl_path, no wrapper --------
+
+CONF = """cluster:
+\tnode_count = 2
+\theartbeat_mode = local
+\tname = demo
+
+node:
+\tip_port = 7777
+\tip_address = 127.0.0.1
+\tnumber = 0
+\tname = n0
+\tcluster = demo
+
+node:
+\tip_port = 7777
+\tip_address = 127.0.0.2
+\tnumber = 1
+\tname = n1
+\tcluster = demo
+"""
+
+C_HB_CTL = "/sbin/ocfs2_hb_ctl"
+
+
+@pytest.fixture(params=["debian", "ours"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
+    """A node as a new user makes it: ``fakecfs mount`` with no helper option (Debian's
+    ``/sbin/ocfs2_hb_ctl``), or booted with ours; ``hbctl cluster register``."""
+    require_fuse()
+    helper = request.param
+    if helper == "debian" and not os.access(C_HB_CTL, os.X_OK):
+        pytest.skip(f"{C_HB_CTL} not installed (make setup installs Debian's ocfs2-tools)")
+    image = mkfs(tmp_path / "vol.img")
+    sysroot = tmp_path / "sysroot"
+    sysroot.mkdir()
+    # No HBCTL_DEVICES: the helper finds the device by itself; hbctl is given paths.
+    env = dict(os.environ, HBCTL_SYSROOT=str(sysroot))
+    env.pop("HBCTL_DEVICES", None)
+    boot = [] if helper == "debian" else ["--hb-ctl-path", PY_HB_CTL]
+    with ipc_namespace() as ns:
+        wait_for(lambda: _ipc_ns(ns.holder.pid) != _ipc_ns(os.getpid()), timeout=10,
+                 what="the namespace holder to unshare")
+        started = ns.run(FAKECFS, "mount", "--background", "--hb-interval-ms", "50", *boot,
+                         str(sysroot), env=env)
+        assert started.returncode == 0, started.stderr
+        try:
+            node = Node(ns, sysroot, image, Region.of(image).uuid, env, tmp_path, helper)
+            (tmp_path / "cluster.conf").write_text(CONF)
+            node.hbctl("cluster", "register", "--config", str(tmp_path / "cluster.conf"),
+                       "--node", "n0", "demo")
+            expected = C_HB_CTL if helper == "debian" else PY_HB_CTL
+            assert read_attr(sysroot / "proc/sys/fs/ocfs2/nm/hb_ctl_path") == expected + "\n"
+            yield node
+        finally:
+            ns.run(FAKECFS, "umount", str(sysroot), env=env)
+
+
+def assert_stopped(node: Node, by_put_super: bool = True) -> None:
+    """No region, no refcount set. When Debian's helper made the last stop, our flag set
+    (which it never heard of) is left: it reads as clear, and the next stop at zero by
+    hbctl or our ocfs2_hb_ctl removes it."""
+    state = node.state()
+    leftover = 1 if by_put_super and node.helper == "debian" else 0
+    assert state == {**GONE, "sets": leftover}, (node.ns.semaphore_sets(), node.log()[-3000:])
+    for line in node.ns.semaphore_sets():
+        assert line.split()[3] == "3", line  # only a flag set (3 semaphores) may be left
+    assert not node.region_dir.exists()
+
+
+def test_the_users_scenario_ends_with_no_reference_and_no_region(fresh: Node) -> None:
+    """The issue's scenario, verbatim: register, mount, bind, umount A, umount B."""
+    fresh.hbctl("mount", str(fresh.image), "/mnt/a")
+    fresh.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    fresh.hbctl("umount", "/mnt/a")
+    assert fresh.state() == {"running": True, "refs": 1, "flag": True, "mounts": ["/mnt/b"],
+                             "sets": 2}
+    fresh.hbctl("umount", "/mnt/b")
+    assert_stopped(fresh)
+    # and again: a stale flag set left by Debian's helper must not confuse the next mount
+    out = fresh.hbctl("mount", str(fresh.image), "/mnt/a")
+    assert "took the mount reference, 1 refs" in out
+    fresh.hbctl("umount", "/mnt/a")
+    assert_stopped(fresh)
+
+
+ORDERS = {
+    # second mount of the device, a bind of it, and a tool's reference taken in between
+    "mount-mount-bind": (["mount A", "mount B", "bind B C"], ["umount B", "umount A",
+                                                              "umount C"]),
+    "tool-first": (["tool", "mount A", "bind A B"], ["umount A", "untool", "umount B"]),
+    "tool-outlives": (["mount A", "tool", "bind A B"], ["umount B", "umount A", "untool"]),
+}
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+def test_every_order_of_mounts_binds_and_tool_references_ends_clean(
+        fresh: Node, order: str) -> None:
+    ups, downs = ORDERS[order]
+    for step in [*ups, *downs]:
+        verb, *args = step.split()
+        dirs = [f"/mnt/{a.lower()}" for a in args]
+        if verb == "mount":
+            fresh.hbctl("mount", str(fresh.image), *dirs)
+        elif verb == "bind":
+            fresh.hbctl("mount", "--bind", *dirs)
+        elif verb == "umount":
+            fresh.hbctl("umount", *dirs)
+        elif verb == "tool":  # fsck/tunefs's reference, with the device (our tool, -d)
+            fresh.hb_ctl("-S", "-d", str(fresh.image), "fsck")
+        else:
+            fresh.hb_ctl("-K", "-d", str(fresh.image), "fsck")
+        if step != downs[-1]:
+            assert fresh.state()["running"], step
+    assert_stopped(fresh, by_put_super=downs[-1].startswith("umount"))
+
+
+def test_a_device_removed_before_put_super_is_not_found_and_logged(fresh: Node) -> None:
+    fresh.hbctl("mount", str(fresh.image), "/mnt/a")
+    fresh.image.unlink()  # the disk went away while mounted
+    fresh.hbctl("umount", "/mnt/a")  # umount itself succeeds, as on a kernel
+    log = fresh.log()
+    assert f"{fresh.image} was removed; the helper cannot find UUID {fresh.uuid}" in log
+    assert "exited with wait status 256" in log  # the helper's own failure, by fakecfs
+    # Nothing was dropped: what the kernel leaves when its helper fails.
+    assert fresh.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
+                             "sets": 2}
