@@ -35,8 +35,14 @@ The mount itself:
   ``umount``; the real kernel then runs ``hb_ctl_path`` at put_super. This path is only
   testable in the real-kernel lane.
 
-Not done (as in mount.ocfs2 but not needed here): the ``-P`` io-priority call after the
-mount, mtab updates, remounts.
+After a mount with local heartbeat, as mount.ocfs2's ``change_local_hb_io_priority``:
+the program ``hb_ctl_path`` names is run as ``-P -d DEVICE`` (real-time I/O priority for
+the heartbeat thread), with this process's environment; its status is ignored (upstream's
+``-P`` exits 1 even when it worked).
+
+Not done: /etc/mtab lines (mount.ocfs2 writes them only where /etc/mtab is a file, not
+the usual symlink to /proc/self/mounts; the emulated table is ``fakecfs/mounts``),
+remounts.
 """
 
 from __future__ import annotations
@@ -331,6 +337,17 @@ class MountOutcome:
     uuid: str
     heartbeat: str  # "local", "global" or "none"
     took_ref: bool
+    io_priority: list[str] | None = None  # the -P call made after the mount, if any
+
+
+def io_priority_argv(sysroot: Sysroot, device: str) -> list[str] | None:
+    """mount.ocfs2's ``hb_ctl_path -P -d DEVICE``; None when the sysctl is unreadable."""
+    try:
+        with open(sysroot.hb_ctl_path_file, encoding="utf-8") as f:
+            path = f.read().strip()
+    except OSError:
+        return None
+    return [path, "-P", "-d", device] if path else None
 
 
 def mount(
@@ -379,7 +396,14 @@ def mount(
             with contextlib.suppress(O2cbError):
                 mount_stop_heartbeat(sysroot, joined.cluster, volume.uuid)
         raise
-    return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref)
+    priority = None
+    if not joined.is_global:
+        # change_local_hb_io_priority: its result is ignored, as mount.ocfs2 ignores it.
+        priority = io_priority_argv(sysroot, device)
+        if priority is not None:
+            with contextlib.suppress(OSError):
+                runner(priority)
+    return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref, io_priority=priority)
 
 
 def _join_error(sysroot: Sysroot, volume: Any, e: O2cbError) -> str:

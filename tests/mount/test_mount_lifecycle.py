@@ -611,3 +611,17 @@ def test_a_device_removed_before_put_super_is_not_found_and_logged(fresh: Node) 
     # Nothing was dropped: what the kernel leaves when its helper fails.
     assert fresh.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
                              "sets": 2}
+
+
+def test_mount_gives_the_heartbeat_real_time_io_priority_as_mount_ocfs2(node: Node) -> None:
+    """mount.ocfs2 runs ``hb_ctl_path -P -d DEV`` after a local-heartbeat mount; so does
+    hbctl mount (our ocfs2_hb_ctl -P ionices the heartbeat, here the daemon's pid)."""
+    pid = daemon.daemon_pid(str(node.sysroot))
+    assert pid is not None
+    before = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True)
+    assert not before.stdout.startswith("realtime"), before.stdout
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    after = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True)
+    assert after.stdout.strip() == "realtime: prio 0"
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
