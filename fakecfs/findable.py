@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,27 +109,13 @@ def make_findable(devices: Sequence[Device]) -> list[Findable]:
     Must run after the namespace is unshared and made private (as ``fakecfs run`` does);
     nothing is written outside the namespace's own tmpfs mounts.
     """
-    from .run import MNT_DETACH, MS_BIND, _libc, _mount, mirror
+    from .run import bind_text, mirror
 
     if not devices:
         return []
     with open("/proc/partitions", encoding="utf-8", errors="replace") as f:
         host = f.read()
     text, entries = plan(host, set(os.listdir("/dev")), devices)
-    # The new /proc/partitions lives on a private tmpfs, bound over the original; the
-    # staging tmpfs is detached at once (the bound file keeps it alive).
-    stage = tempfile.mkdtemp(prefix="fakecfs-partitions-")
-    try:
-        _mount("tmpfs", stage, "tmpfs", 0, "mode=0755,size=1m")
-        try:
-            copy = os.path.join(stage, "partitions")
-            with open(copy, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(copy, 0o444)
-            _mount(copy, "/proc/partitions", None, MS_BIND)
-        finally:
-            _libc.umount2(os.fsencode(stage), MNT_DETACH)
-    finally:
-        os.rmdir(stage)
+    bind_text("/proc/partitions", text, 0o444)
     mirror("/dev", files={e.name: e.source for e in entries})
     return entries

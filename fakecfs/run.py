@@ -241,6 +241,49 @@ def mirror(directory: str, *new: str, files: dict[str, str] | None = None) -> No
             os.rmdir(stage)
 
 
+def bind_text(target: str, text: str, mode: int) -> None:
+    """Bind a file holding ``text`` over the file ``target`` (in this namespace only).
+
+    The file lives on a private tmpfs whose staging mount is detached at once: the bind
+    keeps it alive, and nothing of it is reachable from outside the namespace.
+    """
+    stage = tempfile.mkdtemp(prefix="fakecfs-run-")
+    try:
+        _mount("tmpfs", stage, "tmpfs", 0, "mode=0755,size=1m")
+        try:
+            copy = os.path.join(stage, os.path.basename(target))
+            with open(copy, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(copy, mode)
+            _mount(copy, target, None, MS_BIND)
+        finally:
+            _libc.umount2(os.fsencode(stage), MNT_DETACH)
+    finally:
+        os.rmdir(stage)
+
+
+KMOD_SEARCH = "/usr/sbin:/sbin:/usr/bin:/bin"
+
+
+def emulate_kmod() -> str | None:
+    """Put ``fakecfs.kmodcmd`` where kmod is (modprobe, rmmod, lsmod), in this namespace.
+
+    Returns the path replaced, or None where kmod is not installed.
+    """
+    found = shutil.which("modprobe", path=KMOD_SEARCH)
+    if found is None:
+        return None
+    target = os.path.realpath(found)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = (
+        "#!/bin/sh\n# fakecfs run: the o2cb stack's modules, emulated\n"
+        f"PYTHONPATH={package_parent} exec {sys.executable} -m fakecfs.kmodcmd "
+        '"$0" "$@"\n'
+    )
+    bind_text(target, script, 0o755)
+    return target
+
+
 def bind_surfaces(sysroot: str, bound: dict[str, str] | None = None) -> dict[str, str]:
     """Bind every surface of ``sysroot``; return {source: target} of what was bound.
 
@@ -350,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         enter_namespaces(args.node)
         bound = bind_surfaces(sysroot)
         make_findable(devices)
+        emulate_kmod()
     except (RunError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
