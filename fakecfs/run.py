@@ -20,6 +20,12 @@ namespace mapping the caller to root as well (``unshare --user --map-root-user``
 per node) and UTS namespace with hostname NAME (o2cb finds the local node by hostname).
 With ``--device IMAGE`` an image file is made findable by UUID as the C tools look
 (:mod:`fakecfs.findable`: a ``/proc/partitions`` line and ``/dev/NAME``).
+
+The namespace is also a host *with the o2cb modules*: kmod (``modprobe``, ``rmmod``,
+``lsmod``) is replaced by :mod:`fakecfs.kmodcmd`, which loads and unloads in the emulated
+kernel's module table, and the shim shows ``/proc/filesystems``, ``/proc/modules`` and the
+mount tables as such a host does and mounts configfs, debugfs and ocfs2_dlmfs from the
+sysroot, so Debian's ``/etc/init.d/o2cb`` runs unmodified.
 At the end the command is exec'd: its exit status is ours.
 """
 
@@ -346,8 +352,10 @@ def parser(remainder: bool = True) -> argparse.ArgumentParser:
         prog=PROG,
         description="Run CMD in a private mount namespace where a fakecfs mount's surfaces "
         "sit at /sys/kernel/config (or /config), /sys/fs/ocfs2, /sys/fs/o2cb, "
-        "/proc/sys/fs/ocfs2 and /sys/kernel/debug/o2hb, with a statfs shim preloaded so "
-        "unmodified ocfs2-tools accept the emulated configfs.",
+        "/proc/sys/fs/ocfs2 and /sys/kernel/debug/o2hb, with a shim preloaded so "
+        "unmodified ocfs2-tools accept the emulated configfs, and the namespace looks like "
+        "a host with the o2cb modules (modprobe/lsmod, /proc/filesystems, /proc/modules, "
+        "mount -t configfs|debugfs|ocfs2_dlmfs): Debian's /etc/init.d/o2cb runs as is.",
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="a live fakecfs mount")
     p.add_argument("--node", metavar="NAME",
@@ -382,7 +390,8 @@ def _image(path: str) -> Device:
 def main(argv: Sequence[str] | None = None) -> int:
     args, cmd = parse(sys.argv[1:] if argv is None else argv)
     if not cmd:
-        print(f"{PROG}: no command given (fakecfs run MOUNTPOINT [--node NAME] -- CMD ...)",
+        print(f"{PROG}: no command given "
+              "(fakecfs run MOUNTPOINT [--node NAME] [--device IMAGE] -- CMD ...)",
               file=sys.stderr)
         return 1
     sysroot = os.path.abspath(args.mountpoint)
