@@ -65,6 +65,7 @@ from .vfs import (
     MountFacts,
     MountRequest,
     MountTable,
+    RemountRequest,
     Superblock,
     UmountRequest,
     check_new_superblock,
@@ -233,6 +234,15 @@ class MountSyscalls:
         control.add(ValueFile("README", lambda: _README, mode=0o444))
 
     async def execute(self, command: MountCommand, pid: int) -> int:
+        try:
+            return await self._execute(command, pid)
+        except KernelError as e:
+            # The kernel's dmesg line for a refused mount/remount/umount.
+            log.warning("ocfs2: %s (%s)", e.message or errno.errorcode.get(e.errno, e.errno),
+                        type(command.request).__name__.removesuffix("Request").lower())
+            raise
+
+    async def _execute(self, command: MountCommand, pid: int) -> int:
         async with self._lock:
             req = command.request
             if isinstance(req, MountRequest):
@@ -241,6 +251,10 @@ class MountSyscalls:
                 made = (self.table.rbind if req.recursive else self.table.bind)(req.src, req.dst)
                 for m in made:
                     log.info("bind %s: %s on %s (%s)", req.src, m.device, m.dir, m.sb.sid)
+            elif isinstance(req, RemountRequest):
+                changed = self.table.remount(req.dir, req.options)
+                log.info("remount %s (%s): %s", req.dir, changed[0].sb.sid,
+                         ",".join(changed[0].options))
             elif isinstance(req, UmountRequest):
                 m, last = self.table.umount(req.dir)
                 log.info("umount %s (%s, %d mounts left)", m.dir, m.sb.sid,
@@ -347,5 +361,6 @@ Write one command per write(2) to {MOUNTS_FILE} (DIR is a virtual name, absolute
   bind SRC DST
   rbind SRC DST
   umount DIR
+  remount DIR [OPTS]
 The last umount of a superblock runs hb_ctl_path -K -u UUID and returns after it.
 """

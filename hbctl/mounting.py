@@ -40,9 +40,11 @@ the program ``hb_ctl_path`` names is run as ``-P -d DEVICE`` (real-time I/O prio
 the heartbeat thread), with this process's environment; its status is ignored (upstream's
 ``-P`` exits 1 even when it worked).
 
+``-o remount`` (as mount.ocfs2 with MS_REMOUNT) joins nothing and takes no reference: it
+only changes the mount's options (ro/rw); the kernel refuses a change of heartbeat mode.
+
 Not done: /etc/mtab lines (mount.ocfs2 writes them only where /etc/mtab is a file, not
-the usual symlink to /proc/self/mounts; the emulated table is ``fakecfs/mounts``),
-remounts.
+the usual symlink to /proc/self/mounts; the emulated table is ``fakecfs/mounts``).
 """
 
 from __future__ import annotations
@@ -338,6 +340,13 @@ class MountOutcome:
     heartbeat: str  # "local", "global" or "none"
     took_ref: bool
     io_priority: list[str] | None = None  # the -P call made after the mount, if any
+    remount: bool = False  # only the options changed (heartbeat is then the mount's own)
+
+
+def heartbeat_option_of(options: Sequence[str]) -> str:
+    """The ``heartbeat=`` value among mount options ("unchanged" when there is none)."""
+    found = [o.split("=", 1)[1] for o in options if o.startswith("heartbeat=")]
+    return found[-1] if found else "unchanged"
 
 
 def io_priority_argv(sysroot: Sysroot, device: str) -> list[str] | None:
@@ -375,6 +384,13 @@ def mount(
     except OnDiskError as e:
         raise MountError(f"{device} is not an ocfs2 volume: {e.reason}") from e
     what = f"mount {device} on {dir_}"
+    if "remount" in options:
+        # MS_REMOUNT: no group join, no reference; the kernel keeps the heartbeat mode.
+        opts = [o for o in options if o != "remount"]
+        _syscall(sysroot, control_command("remount", dir_, ",".join(opts)),
+                 mount_argv(device, dir_, ["remount", *opts]), f"remount {dir_}", runner)
+        return MountOutcome(volume.uuid, heartbeat_option_of(options), took_ref=False,
+                            remount=True)
     if volume.local:
         opts = [HB_NONE, *options]
         _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),

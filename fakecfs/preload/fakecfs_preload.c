@@ -4,7 +4,8 @@
  * libo2cb accepts /sys/kernel/config (or /config) only when statfs() reports
  * configfs's magic. A FUSE mount always reports FUSE's own magic, whatever the
  * daemon says. This shim answers statfs/fstatfs for the configfs paths with
- * CONFIGFS_MAGIC and passes every other call through unchanged.
+ * CONFIGFS_MAGIC (and under /dlm, once something is mounted there, with
+ * ocfs2_dlmfs's magic) and passes every other call through unchanged.
  *
  * The paths are FAKECFS_CONFIGFS_PATHS (colon separated), default
  * "/sys/kernel/config:/config".
@@ -15,8 +16,12 @@
  * becomes the control write "mount DEV DIR OPTIONS" to
  * $FAKECFS_SYSROOT/fakecfs/mounts, a bind mount of (a path inside) an emulated
  * mount becomes "bind"/"rbind SRC DST", and umount(2)/umount2(2) of an
- * emulated mount's directory becomes "umount DIR". The write's errno is the
- * syscall's. Everything else reaches the real syscalls unchanged.
+ * emulated mount's directory becomes "umount DIR", and a remount of one becomes
+ * "remount DIR OPTIONS". The write's errno is the syscall's. mount(2) of type
+ * configfs, debugfs or ocfs2_dlmfs binds the sysroot's tree, and /proc's
+ * filesystems, modules and mount tables read as a host with the o2cb modules
+ * shows them (see "/proc as a host ..." below). Everything else reaches the real
+ * syscalls unchanged.
  *
  * Written for this project; no upstream code.
  */
@@ -287,13 +292,26 @@ int mount(const char *source, const char *target, const char *fstype,
 		real = (int (*)(const char *, const char *, const char *, unsigned long,
 				const void *))dlsym(RTLD_NEXT, "mount");
 	if (control_path(ctl, sizeof(ctl)) && absolute(target, dst, sizeof(dst))) {
-		if (flags & MS_BIND) {
+		if (flags & MS_REMOUNT) {
+			/* ocfs2_remount: ro/rw comes as a flag, the rest as data */
+			if (emulated_mount(ctl, dst, 0)) {
+				char opts[PATH_MAX];
+				const char *more = data ? (const char *)data : "";
+				if ((size_t)snprintf(opts, sizeof(opts), "%s%s%s",
+						     flags & MS_RDONLY ? "ro" : "rw",
+						     *more ? "," : "", more) >= sizeof(opts)) {
+					errno = ENAMETOOLONG;
+					return -1;
+				}
+				return control(ctl, "remount", dst, opts, NULL);
+			}
+		} else if (flags & MS_BIND) {
 			if (absolute(source, src, sizeof(src)) && emulated_mount(ctl, src, 1))
 				return control(ctl, flags & MS_REC ? "rbind" : "bind", src, dst,
 					       NULL);
-		} else if (fstype && !(flags & MS_REMOUNT) && kernel_fs(fstype)) {
+		} else if (fstype && kernel_fs(fstype)) {
 			return mount_kernel_fs(real, fstype, dst);
-		} else if (fstype && strcmp(fstype, "ocfs2") == 0 && !(flags & MS_REMOUNT)) {
+		} else if (fstype && strcmp(fstype, "ocfs2") == 0) {
 			/* The device as the caller names it: fakecfs resolves it in our
 			 * cwd and root, like the kernel's lookup. */
 			return control(ctl, "mount", source, dst, (const char *)data);

@@ -188,6 +188,15 @@ def test_mount_ocfs2_and_umount_of_an_image_leave_nothing_with_no_wrapper(
         sh.ok("mount.ocfs2", str(image), str(a))
         sh.ok("mount", "--bind", str(a), str(b))
         assert both_refs(sh, ["-u", uuid]) == f"{uuid}: 2 refs\n"
+        # what the tools read as the mount table (mtab is /proc/mounts): the ocfs2 mounts
+        proc_mounts = [m.split() for m in sh.ok("cat", "/etc/mtab").splitlines()]
+        assert [str(image), str(a), "ocfs2", "rw,heartbeat=local", "0", "0"] in proc_mounts
+        assert [str(image), str(b), "ocfs2", "rw,heartbeat=local", "0", "0"] in proc_mounts
+        # MS_REMOUNT: no group join, no reference; both mounts of the superblock go ro
+        sh.ok("mount.ocfs2", "-o", "remount,ro", str(image), str(a))
+        assert both_refs(sh, ["-u", uuid]) == f"{uuid}: 2 refs\n"
+        assert {line.split()[3] for line in (mnt / "fakecfs/mounts").read_text().splitlines()} \
+            == {"ro,heartbeat=local"}
         sh.ok("umount", str(a))
         sh.ok(C_HB_CTL, "-K", "-u", uuid, "fsck")
         assert regions() == [uuid]  # the bind still holds the superblock

@@ -628,3 +628,23 @@ def test_mount_gives_the_heartbeat_real_time_io_priority_as_mount_ocfs2(node: No
     assert after.stdout.strip() == "realtime: prio 0"
     node.hbctl("umount", "/mnt/a")
     assert_gone(node)
+
+
+def test_remount_changes_options_and_takes_no_reference(node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    out = node.hbctl("mount", "-o", "remount,ro", str(node.image), "/mnt/a")
+    assert "remounted /mnt/a (ro, no new reference)" in out
+    data = json.loads(node.hbctl("status", "--json"))
+    assert [(m["dir"], m["options"]) for m in data["mounts"]] == [
+        ("/mnt/a", "ro,heartbeat=local"), ("/mnt/b", "ro,heartbeat=local")]
+    assert node.state()["refs"] == 1
+    err = node.hbctl_fails("mount", "-o", "remount,heartbeat=global", str(node.image), "/mnt/a")
+    assert "Invalid argument" in err
+    assert "Cannot change heartbeat mode on remount" in node.log()
+    node.hbctl("mount", "-o", "remount,rw", str(node.image), "/mnt/b")
+    assert json.loads(node.hbctl("status", "--json"))["mounts"][0]["options"] == \
+        "rw,heartbeat=local"
+    node.hbctl("umount", "/mnt/b")
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
