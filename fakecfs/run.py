@@ -90,8 +90,27 @@ SURFACES = (
 # -- the shim -------------------------------------------------------------------------
 
 
+def preload_hint(env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """A shim already named: ``FAKECFS_PRELOAD``, or an ``LD_PRELOAD`` entry of that name.
+
+    Installations that build the shim elsewhere (the container image puts it in
+    /usr/local/lib and preloads it everywhere) are found this way.
+    """
+    named = env.get("FAKECFS_PRELOAD")
+    if named and os.path.exists(named):
+        return named
+    for entry in env.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
+        if os.path.basename(entry) == PRELOAD_NAME and os.path.exists(entry):
+            return entry
+    return None
+
+
 def preload_library() -> str:
-    """Path of the statfs shim, built with ``cc`` when missing or older than its source."""
+    """Path of the statfs shim: one already named (:func:`preload_hint`), else the one next
+    to this module, built with ``cc`` when missing or older than its source."""
+    hint = preload_hint()
+    if hint is not None:
+        return hint
     built = os.path.join(PRELOAD_DIR, PRELOAD_NAME)
     if _fresh(built):
         return built

@@ -54,6 +54,7 @@ from hbctl.ondisk import OnDiskError, Volume
 from .heartbeat import HeartbeatRunner
 from .helperns import HELPER_ENV, launcher_argv
 from .o2hb import Region
+from .run import preload_hint
 from .sysfiles import ValueFile
 from .tree import FileEntry, KernelError
 from .vfs import (
@@ -101,8 +102,13 @@ async def call_usermodehelper(argv: list[str], env: dict[str, str],
     status_r, status_w = os.pipe()
     try:
         launcher = launcher_argv(sys.executable, sysroot, status_w, devices, argv)
-        # The launcher's own interpreter must find this package; the helper gets only env.
-        ret = await _run_helper(launcher, {**env, "PYTHONPATH": PACKAGE_PARENT},
+        # The launcher's own interpreter must find this package (and the shim this daemon
+        # knows of); the helper gets only env.
+        extra = {"PYTHONPATH": PACKAGE_PARENT}
+        shim = preload_hint()
+        if shim is not None:
+            extra["FAKECFS_PRELOAD"] = shim
+        ret = await _run_helper(launcher, {**env, **extra},
                                 (status_w, *(fd for _label, fd in devices)))
         os.close(status_w)
         status_w = -1
