@@ -337,7 +337,8 @@ def check_profiles(eng: Engine) -> None:
     for profile, flags in PROFILES.items():
         proc = eng.run("run", "--rm", "--hostname", "node2", "--network", "none", *flags,
                        "-v", conf, "-e", "O2CB_BRINGUP=init-script", IMAGE_TAG, "sh", "-c",
-                       "ls /sys/kernel/config/cluster/demo/node && cat $HBCTL_SYSROOT/fakecfs/modules",
+                       "ls /sys/kernel/config/cluster/demo/node && "
+                       "cat $HBCTL_SYSROOT/fakecfs/modules",
                        check=False)
         check(proc.returncode == 0 and 'Registering O2CB cluster "demo": OK' in proc.stdout
               and "node3" in proc.stdout and "ocfs2_dlmfs" in proc.stdout,
