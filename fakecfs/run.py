@@ -58,6 +58,9 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 2
 
+# Where this package is imported from: helper processes started with a bare environment
+# (kmodcmd, helperns) must find it there.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
 PRELOAD_NAME = "fakecfs_preload.so"
 PRELOAD_SOURCE = os.path.join(PRELOAD_DIR, "fakecfs_preload.c")
@@ -299,10 +302,9 @@ def emulate_kmod() -> str | None:
     if found is None:
         return None
     target = os.path.realpath(found)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = (
         "#!/bin/sh\n# fakecfs run: the o2cb stack's modules, emulated\n"
-        f"PYTHONPATH={package_parent} exec {sys.executable} -m fakecfs.kmodcmd "
+        f"PYTHONPATH={PACKAGE_PARENT} exec {sys.executable} -m fakecfs.kmodcmd "
         '"$0" "$@"\n'
     )
     bind_text(target, script, 0o755)
@@ -421,10 +423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         enter_namespaces(args.node)
         bound = bind_surfaces(sysroot)
         make_findable(devices)
-        emulate_kmod()
     except (RunError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    try:
+        emulate_kmod()
+    except OSError as exc:  # the rest works without it: say so, and go on
+        print(f"{PROG}: modprobe/lsmod not emulated: {exc}", file=sys.stderr)
     env = command_env(dict(os.environ), preload, bound, sysroot)
     try:
         os.execvpe(cmd[0], cmd, env)

@@ -54,7 +54,7 @@ from hbctl.ondisk import OnDiskError, Volume
 from .heartbeat import HeartbeatRunner
 from .helperns import HELPER_ENV, launcher_argv
 from .o2hb import Region
-from .run import preload_hint
+from .run import PACKAGE_PARENT, preload_hint
 from .sysfiles import ValueFile
 from .tree import FileEntry, KernelError
 from .vfs import (
@@ -78,7 +78,6 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 log = logging.getLogger("fakecfs.vfs")
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- the usermode helper ------------------------------------------------------------------
