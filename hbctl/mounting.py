@@ -21,8 +21,9 @@ says where it lives and why):
 All flag reads and writes happen under the region's mutex (sem 0 of the C tools' set), so
 the C ``ocfs2_hb_ctl -S/-K/-I`` interleave with us in any order; they just never see the
 flag. For put_super to clear the flag the kernel's ``hb_ctl_path`` must name *our*
-``ocfs2_hb_ctl``: with the C one the mount's reference is still dropped, but the flag
-stays until a C stop takes the count to 0 (a stale flag is then recognised and ignored).
+``ocfs2_hb_ctl``: with the C one the mount's reference is still dropped (and at 0 the
+region and the refcount set go), but the flag set stays; it names a refcount set that no
+longer exists, so it reads as clear, and the next stop at zero by us removes it.
 
 The mount itself:
 
