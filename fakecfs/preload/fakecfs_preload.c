@@ -66,16 +66,23 @@ static int is_configfs_path(const char *path)
 	return 0;
 }
 
-static int is_configfs_fd(int fd)
+/* The path an open descriptor names (for fstatfs), or 0. */
+static int fd_path(int fd, char *target, size_t len)
 {
-	char link[64], target[PATH_MAX];
+	char link[64];
 	ssize_t n;
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
+	n = readlink(link, target, len - 1);
 	if (n <= 0)
 		return 0;
 	target[n] = '\0';
-	return is_configfs_path(target);
+	return 1;
+}
+
+static int is_configfs_fd(int fd)
+{
+	char target[PATH_MAX];
+	return fd_path(fd, target, sizeof(target)) && is_configfs_path(target);
 }
 
 /* ocfs2_dlmfs mounted at /dlm (FAKECFS_DLMFS_PATH), and everything inside it. Only
@@ -99,14 +106,8 @@ static int is_dlmfs_path(const char *path)
 
 static int is_dlmfs_fd(int fd)
 {
-	char link[64], target[PATH_MAX];
-	ssize_t n;
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n <= 0)
-		return 0;
-	target[n] = '\0';
-	return is_dlmfs_path(target);
+	char target[PATH_MAX];
+	return fd_path(fd, target, sizeof(target)) && is_dlmfs_path(target);
 }
 
 #define WRAP(name, argtype, buftype, configfs, dlmfs)                         \

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from fakecfs import daemon
+from tests.compat.ctools import cluster_conf
 from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, require_fuse, wait_for
 from tests.ipcns import IpcNamespace, ipc_namespace
 from tests.nodes import Region, configure, mkfs
@@ -489,25 +490,6 @@ def test_a_c_stop_to_zero_while_mounted_is_refused_and_put_super_still_ends_it(
 
 # -- out of the box: a fresh fakecfs mount, nothing written to hb_ctl_path, no wrapper --------
 
-CONF = """cluster:
-\tnode_count = 2
-\theartbeat_mode = local
-\tname = demo
-
-node:
-\tip_port = 7777
-\tip_address = 127.0.0.1
-\tnumber = 0
-\tname = n0
-\tcluster = demo
-
-node:
-\tip_port = 7777
-\tip_address = 127.0.0.2
-\tnumber = 1
-\tname = n1
-\tcluster = demo
-"""
 
 C_HB_CTL = "/sbin/ocfs2_hb_ctl"
 
@@ -535,7 +517,7 @@ def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
         assert started.returncode == 0, started.stderr
         try:
             node = Node(ns, sysroot, image, Region.of(image).uuid, env, tmp_path, helper)
-            (tmp_path / "cluster.conf").write_text(CONF)
+            cluster_conf(tmp_path / "cluster.conf", nodes=("n0", "n1"))
             node.hbctl("cluster", "register", "--config", str(tmp_path / "cluster.conf"),
                        "--node", "n0", "demo")
             expected = C_HB_CTL if helper == "debian" else PY_HB_CTL
