@@ -626,18 +626,24 @@ static int virtual_open(int kind, int flags)
 	return fd;
 }
 
+/* open's third argument exists only with O_CREAT or O_TMPFILE. */
+#define TAKE_MODE(flags, mode)                                                     \
+	do {                                                                       \
+		if ((flags) & (O_CREAT | O_TMPFILE)) {                             \
+			va_list ap;                                                \
+			va_start(ap, flags);                                       \
+			mode = va_arg(ap, mode_t);                                 \
+			va_end(ap);                                                \
+		}                                                                  \
+	} while (0)
+
 #define OPEN_WRAP(name)                                                            \
 	int name(const char *path, int flags, ...)                                 \
 	{                                                                          \
 		static int (*real)(const char *, int, ...);                        \
 		int kind = virtual_kind(path);                                     \
 		mode_t mode = 0;                                                   \
-		if (flags & (O_CREAT | O_TMPFILE)) {                               \
-			va_list ap;                                                \
-			va_start(ap, flags);                                       \
-			mode = va_arg(ap, mode_t);                                 \
-			va_end(ap);                                                \
-		}                                                                  \
+		TAKE_MODE(flags, mode);                                            \
 		if (kind != V_NONE)                                                \
 			return virtual_open(kind, flags);                          \
 		if (!real)                                                         \
@@ -654,12 +660,7 @@ OPEN_WRAP(open64)
 		static int (*real)(int, const char *, int, ...);                   \
 		int kind = path[0] == '/' ? virtual_kind(path) : V_NONE;           \
 		mode_t mode = 0;                                                   \
-		if (flags & (O_CREAT | O_TMPFILE)) {                               \
-			va_list ap;                                                \
-			va_start(ap, flags);                                       \
-			mode = va_arg(ap, mode_t);                                 \
-			va_end(ap);                                                \
-		}                                                                  \
+		TAKE_MODE(flags, mode);                                            \
 		if (kind != V_NONE)                                                \
 			return virtual_open(kind, flags);                          \
 		if (!real)                                                         \
