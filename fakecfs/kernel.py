@@ -94,6 +94,7 @@ class Kernel:
         control = self.root.subdir(CONTROL_DIR)
         control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
         control.add(ValueFile("filesystems", self.modules.filesystems))
+        control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -125,6 +126,9 @@ class Kernel:
         changed = self.modules.store(data)
         log.info("modules: %s %s", data.decode(errors="replace").strip(),
                  ", ".join(changed) or "(nothing to do)")
+
+    def _fs_mount(self, data: bytes) -> None:
+        log.info("fsmounts: %s", self.modules.store_fs_mount(data))
 
     def register(self, entry: Entry) -> Entry:
         """Give the shell an inode number for ``entry`` (stamping its creation time)."""

@@ -14,12 +14,20 @@ modules, but it can keep the table a host with them would show, so the script (a
   ``modprobe -r NAME``: EBUSY while another loaded module uses it, and dependencies left
   unused go too. Unknown names are ENOENT.
 
+* The mounts of the stack's own filesystems (``mount -t ocfs2_dlmfs ... /dlm`` and the
+  like, made under ``fakecfs run``) are recorded too, as a host's mounts outlive the
+  shell that made them: ``mount FSTYPE DIR`` loads the module that provides FSTYPE (the
+  kernel's request_module on mount) and holds it (its refcount counts the mount, so
+  ``modprobe -r`` is EBUSY until the umount); ``umount DIR`` lets go. ``fakecfs run``
+  mounts them again in every new namespace.
+
 Loading or unloading changes only this table: the emulated surfaces stay (fakecfs cannot
 take /sys/kernel/config/cluster away from a process that has it open).
 
-Control file ``MOUNTPOINT/fakecfs/modules``: read gives /proc/modules lines; each write(2)
-is ``load NAME`` or ``unload NAME``. ``MOUNTPOINT/fakecfs/filesystems`` lists the
-filesystems the loaded modules (and the built-ins) register, in /proc/filesystems form.
+Control files under ``MOUNTPOINT/fakecfs/``: ``modules`` (read: /proc/modules lines;
+write: ``load NAME`` or ``unload NAME``), ``filesystems`` (what the loaded modules and the
+built-ins register, in /proc/filesystems form), ``fsmounts`` (read: ``FSTYPE DIR`` lines;
+write: ``mount FSTYPE DIR`` or ``umount DIR``).
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ import errno
 from dataclasses import dataclass, field
 
 from .tree import KernelError
+from .vfs import escape, unescape
 
 BUILTIN_FILESYSTEMS = (("configfs", True), ("debugfs", True))
+# Where each kernel filesystem's tree is in a fakecfs sysroot.
+FS_TREES = {"configfs": "sys/kernel/config", "debugfs": "sys/kernel/debug",
+            "ocfs2_dlmfs": "dlm"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +69,17 @@ class ModuleTable:
     """Loaded modules, in load order (the newest first in /proc/modules, as the kernel)."""
 
     loaded: list[str] = field(default_factory=lambda: list(BOOT_MODULES))
+    fs_mounts: list[tuple[str, str]] = field(default_factory=list)  # (fstype, dir)
 
     def users(self, name: str) -> list[str]:
         return [m for m in self.loaded if name in MODULES[m].depends]
+
+    def _mounts_of(self, name: str) -> int:
+        provided = {fs for fs, _nodev in MODULES[name].filesystems}
+        return sum(1 for fstype, _dir in self.fs_mounts if fstype in provided)
+
+    def refcount(self, name: str) -> int:
+        return len(self.users(name)) + self._mounts_of(name)
 
     def load(self, name: str) -> list[str]:
         """modprobe NAME: the modules newly loaded, dependencies first."""
@@ -80,14 +100,48 @@ class ModuleTable:
             raise KernelError(errno.ENOENT, f"Module {name} not found")
         if name not in self.loaded:
             raise KernelError(errno.ENOENT, f"Module {name} is not currently loaded")
-        if self.users(name):
+        if self.refcount(name):
             raise KernelError(errno.EBUSY, f"Module {name} is in use")
         self.loaded.remove(name)
         done = [name]
         for dep in MODULES[name].depends:
-            if dep in self.loaded and not self.users(dep):
+            if dep in self.loaded and not self.refcount(dep):
                 done += self.unload(dep)
         return done
+
+    def mount_fs(self, fstype: str, dir_: str) -> list[str]:
+        """A mount of one of the stack's filesystems: the modules loaded for it."""
+        if fstype not in FS_TREES:
+            raise KernelError(errno.ENODEV, f"unknown filesystem type {fstype!r}")
+        if not dir_.startswith("/"):
+            raise KernelError(errno.EINVAL, f"mount directory {dir_!r} is not absolute")
+        builtin = {fs for fs, _nodev in BUILTIN_FILESYSTEMS}
+        provider = [m for m, info in MODULES.items()
+                    if fstype in {fs for fs, _nodev in info.filesystems}]
+        loaded = [] if fstype in builtin else self.load(provider[0])
+        self.fs_mounts.append((fstype, dir_))
+        return loaded
+
+    def umount_fs(self, dir_: str) -> str:
+        """The umount of the newest such mount on DIR; its type."""
+        for i in range(len(self.fs_mounts) - 1, -1, -1):
+            if self.fs_mounts[i][1] == dir_:
+                return self.fs_mounts.pop(i)[0]
+        raise KernelError(errno.EINVAL, f"{dir_} is not a mount point")
+
+    def render_fs_mounts(self) -> str:
+        return "".join(f"{fstype} {escape(dir_)}\n" for fstype, dir_ in self.fs_mounts)
+
+    def store_fs_mount(self, data: bytes) -> str:
+        """One control write: ``mount FSTYPE DIR`` or ``umount DIR``; what was done."""
+        words = [unescape(w) for w in data.decode("utf-8", "replace").split()]
+        if len(words) == 3 and words[0] == "mount":
+            loaded = self.mount_fs(words[1], words[2])
+            return f"mount {words[1]} {words[2]}" + (f" (loaded {', '.join(loaded)})"
+                                                      if loaded else "")
+        if len(words) == 2 and words[0] == "umount":
+            return f"umount {self.umount_fs(words[1])} {words[1]}"
+        raise KernelError(errno.EINVAL, "use 'mount FSTYPE DIR' or 'umount DIR'")
 
     def proc_modules(self) -> str:
         """/proc/modules: name size refcount users state address, newest first."""
@@ -95,7 +149,7 @@ class ModuleTable:
         for name in reversed(self.loaded):
             users = self.users(name)
             used_by = ",".join(users) + "," if users else "-"
-            lines.append(f"{name} {MODULES[name].size} {len(users)} {used_by} Live "
+            lines.append(f"{name} {MODULES[name].size} {self.refcount(name)} {used_by} Live "
                          "0x0000000000000000\n")
         return "".join(lines)
 

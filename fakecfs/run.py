@@ -290,6 +290,38 @@ def bind_text(target: str, text: str, mode: int) -> None:
         os.rmdir(stage)
 
 
+def restore_fs_mounts(sysroot: str, bound: dict[str, str]) -> list[str]:
+    """Mount again, in this namespace, the stack's filesystems the kernel has on record.
+
+    A host's ``mount -t ocfs2_dlmfs ... /dlm`` outlives the shell that made it; here each
+    ``fakecfs run`` is a new namespace, so the emulated kernel keeps the record
+    (``fakecfs/fsmounts``) and every run binds those trees again. A directory missing in
+    this namespace is skipped. Returns the directories mounted.
+    """
+    from .kmod import FS_TREES
+    from .vfs import unescape
+
+    try:
+        with open(os.path.join(sysroot, "fakecfs/fsmounts"), encoding="utf-8") as f:
+            records = [line.split(" ", 1) for line in f.read().splitlines() if " " in line]
+    except OSError:
+        return []
+    done = []
+    for fstype, escaped in records:
+        dir_, tree = unescape(escaped), FS_TREES.get(fstype)
+        if tree is None or bound.get(tree) == dir_ or not os.path.isdir(dir_):
+            continue  # unknown, already placed (configfs), or nowhere to mount it
+        src = os.path.join(sysroot, tree)
+        if os.path.isdir(src):
+            _mount(src, dir_, None, MS_BIND | MS_REC)
+        elif fstype == "ocfs2_dlmfs":
+            _mount("fakecfs-dlmfs", dir_, "tmpfs", 0, "mode=0755")
+        else:
+            continue
+        done.append(dir_)
+    return done
+
+
 KMOD_SEARCH = "/usr/sbin:/sbin:/usr/bin:/bin"
 
 
@@ -430,6 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulate_kmod()
     except OSError as exc:  # the rest works without it: say so, and go on
         print(f"{PROG}: modprobe/lsmod not emulated: {exc}", file=sys.stderr)
+    try:
+        restore_fs_mounts(sysroot, bound)
+    except OSError as exc:
+        print(f"{PROG}: the kernel's earlier configfs/debugfs/dlmfs mounts not restored: "
+              f"{exc}", file=sys.stderr)
     env = command_env(dict(os.environ), preload, bound, sysroot)
     try:
         os.execvpe(cmd[0], cmd, env)

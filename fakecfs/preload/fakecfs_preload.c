@@ -261,25 +261,48 @@ static const char *kernel_fs(const char *fstype)
 	return NULL;
 }
 
-/* mount -t configfs|debugfs|ocfs2_dlmfs: bind the sysroot's tree there (a tmpfs
- * named fakecfs-dlmfs when the sysroot has no dlm tree). */
+#define FSMOUNTS_FILE "/fakecfs/fsmounts"
+
+/* The emulated kernel's record of these mounts (they outlive this namespace). */
+static int fsmounts_path(char *out, size_t len)
+{
+	const char *root = getenv("FAKECFS_SYSROOT");
+	if (!root || (size_t)snprintf(out, len, "%s%s", root, FSMOUNTS_FILE) >= len)
+		return 0;
+	return access(out, W_OK) == 0;
+}
+
+/* mount -t configfs|debugfs|ocfs2_dlmfs: the kernel records it (and loads the module
+ * that provides the type), then the sysroot's tree is bound there (a tmpfs named
+ * fakecfs-dlmfs when the sysroot has no dlm tree). */
 static int mount_kernel_fs(int (*real)(const char *, const char *, const char *,
 				       unsigned long, const void *),
 			   const char *fstype, const char *dst)
 {
-	char src[PATH_MAX];
+	char src[PATH_MAX], rec[PATH_MAX];
 	struct stat st;
+	int ret, saved, recorded = fsmounts_path(rec, sizeof(rec));
 	if ((size_t)snprintf(src, sizeof(src), "%s%s", getenv("FAKECFS_SYSROOT"),
 			     kernel_fs(fstype)) >= sizeof(src)) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
+	if (recorded && control(rec, "mount", fstype, dst, NULL) < 0)
+		return -1;
 	if (stat(src, &st) == 0 && S_ISDIR(st.st_mode))
-		return real(src, dst, NULL, MS_BIND | MS_REC, NULL);
-	if (strcmp(fstype, "ocfs2_dlmfs") == 0)
-		return real("fakecfs-dlmfs", dst, "tmpfs", 0, "mode=0755");
-	errno = ENODEV;
-	return -1;
+		ret = real(src, dst, NULL, MS_BIND | MS_REC, NULL);
+	else if (strcmp(fstype, "ocfs2_dlmfs") == 0)
+		ret = real("fakecfs-dlmfs", dst, "tmpfs", 0, "mode=0755");
+	else {
+		ret = -1;
+		errno = ENODEV;
+	}
+	if (ret < 0 && recorded) {
+		saved = errno;
+		control(rec, "umount", dst, NULL, NULL);
+		errno = saved;
+	}
+	return ret;
 }
 
 int mount(const char *source, const char *target, const char *fstype,
@@ -328,9 +351,20 @@ int umount2(const char *target, int flags)
 
 	if (!real)
 		real = (int (*)(const char *, int))dlsym(RTLD_NEXT, "umount2");
-	if (control_path(ctl, sizeof(ctl)) && absolute(target, dir, sizeof(dir)) &&
-	    emulated_mount(ctl, dir, 0))
-		return control(ctl, "umount", dir, NULL, NULL);
+	if (control_path(ctl, sizeof(ctl)) && absolute(target, dir, sizeof(dir))) {
+		char rec[PATH_MAX];
+		int ret;
+		if (emulated_mount(ctl, dir, 0))
+			return control(ctl, "umount", dir, NULL, NULL);
+		/* one of the stack's filesystems: unmount it, then drop the kernel's record
+		 * (its second field is the directory, as in the mounts file) */
+		if (fsmounts_path(rec, sizeof(rec)) && emulated_mount(rec, dir, 0)) {
+			ret = real(target, flags);
+			if (ret == 0 || errno == EINVAL)  /* EINVAL: not mounted here any more */
+				control(rec, "umount", dir, NULL, NULL);
+			return ret;
+		}
+	}
 	return real(target, flags);
 }
 

@@ -179,6 +179,30 @@ def test_start_and_stop_follow_etc_default_o2cb(sysroot: Path, tmp_path: Path) -
         assert not cluster.exists()
 
 
+def test_what_load_did_outlives_the_namespace_as_on_a_host(sysroot: Path,
+                                                            tmp_path: Path) -> None:
+    """load in one fakecfs run, status and unload in later ones: the kernel keeps the
+    modules and the dlmfs mount on record, and every run mounts it again."""
+    with node_shell(sysroot, "n1") as sh:
+        configured(sh, tmp_path)
+        init(sh, "load")
+    assert read_attr(sysroot / "fakecfs/fsmounts") == "ocfs2_dlmfs /dlm\n"
+    with node_shell(sysroot, "n1") as sh:
+        configured(sh, tmp_path)
+        assert init(sh, "status").startswith(LOADED)
+        assert sh.ok("stat", "-f", "-c", "%t", "/dlm") == "76a9f425\n"
+        dlmfs = next(line for line in sh.ok("cat", "/proc/modules").splitlines()
+                     if line.startswith("ocfs2_dlmfs "))
+        assert dlmfs.split()[2] == "1"  # held by the mount
+        busy = sh.run("modprobe", "-r", "ocfs2_dlmfs")
+        assert busy.rc == 1 and "in use" in busy.err
+        assert "Unmounting ocfs2_dlmfs filesystem: OK" in init(sh, "unload")
+    assert read_attr(sysroot / "fakecfs/fsmounts") == ""
+    with node_shell(sysroot, "n1") as sh:
+        assert " /dlm " not in sh.ok("cat", "/proc/mounts")
+        assert "ocfs2_dlmfs" not in sh.ok("cat", "/proc/modules")
+
+
 def test_modules_are_the_kernels_and_outlive_one_run(sysroot: Path) -> None:
     with node_shell(sysroot, "n1") as sh:
         sh.ok("modprobe", "ocfs2")

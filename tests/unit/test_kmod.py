@@ -63,3 +63,32 @@ def test_bad_control_writes(line: bytes, err: int) -> None:
         t.store(line)
     assert e.value.errno == err
     assert t.proc_modules() == before  # nothing half-done
+
+
+def test_a_mount_of_the_stacks_filesystem_loads_and_holds_its_module() -> None:
+    t = ModuleTable()
+    assert t.store_fs_mount(b"mount ocfs2_dlmfs /dlm") == \
+        "mount ocfs2_dlmfs /dlm (loaded ocfs2_dlmfs)"  # request_module on mount
+    assert t.render_fs_mounts() == "ocfs2_dlmfs /dlm\n"
+    line = next(x for x in t.proc_modules().splitlines() if x.startswith("ocfs2_dlmfs "))
+    assert line.split()[2:4] == ["1", "-"]  # held by the mount, used by no module
+    with pytest.raises(KernelError) as e:
+        t.unload("ocfs2_dlmfs")
+    assert e.value.errno == errno.EBUSY
+    assert t.store_fs_mount(b"umount /dlm") == "umount ocfs2_dlmfs /dlm"
+    assert t.unload("ocfs2_dlmfs") == ["ocfs2_dlmfs"]
+    t.store_fs_mount(b"mount configfs /my\\040config")  # built in: nothing to load
+    assert t.render_fs_mounts() == "configfs /my\\040config\n"
+    assert t.fs_mounts == [("configfs", "/my config")]
+
+
+@pytest.mark.parametrize(("line", "err"), [
+    (b"mount ext4 /mnt", errno.ENODEV), (b"mount ocfs2_dlmfs dlm", errno.EINVAL),
+    (b"umount /nowhere", errno.EINVAL), (b"mount /dlm", errno.EINVAL),
+])
+def test_bad_fs_mount_writes(line: bytes, err: int) -> None:
+    t = ModuleTable()
+    with pytest.raises(KernelError) as e:
+        t.store_fs_mount(line)
+    assert e.value.errno == err
+    assert t.fs_mounts == [] and list(reversed(BOOT_MODULES)) == names(t.proc_modules())
