@@ -25,7 +25,8 @@ The namespace is also a host *with the o2cb modules*: kmod (``modprobe``, ``rmmo
 ``lsmod``) is replaced by :mod:`fakecfs.kmodcmd`, which loads and unloads in the emulated
 kernel's module table, and the shim shows ``/proc/filesystems``, ``/proc/modules`` and the
 mount tables as such a host does and mounts configfs, debugfs and ocfs2_dlmfs from the
-sysroot, so Debian's ``/etc/init.d/o2cb`` runs unmodified.
+sysroot, so Debian's ``/etc/init.d/o2cb`` runs unmodified. Those mounts are on the
+emulated kernel's record, and every run makes them again (:func:`restore_fs_mounts`).
 At the end the command is exec'd: its exit status is ours.
 """
 
