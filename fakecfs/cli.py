@@ -3,6 +3,7 @@
     fakecfs mount [--background] [--hb-interval-ms N] [--strict] MOUNTPOINT
     fakecfs umount MOUNTPOINT
     fakecfs run MOUNTPOINT [--node NAME] -- CMD ...
+    fakecfs cluster up|status|down DIR [--nodes N] ...
     fakecfs fault MOUNTPOINT freeze|thaw|clear|list|eio|delay|corrupt|foreign|deadms ...
 
 The mount's root is a sysroot (sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb,
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import daemon, faultcli
+from . import clustercli, daemon, faultcli
 
 if TYPE_CHECKING:
     from .kernel import KernelOptions
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("umount", help="stop heartbeat cleanly and unmount MOUNTPOINT")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
     faultcli.add_parser(sub)
+    clustercli.add_parser(sub)
     # Listed for --help only: main() hands `run` and its arguments to fakecfs.run as a whole.
     sub.add_parser("run", add_help=False,
                    help="run CMD with MOUNTPOINT's surfaces at their real paths "
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         return _mount(args)
     if args.command == "fault":
         return faultcli.main(args)
+    if args.command == "cluster":
+        return clustercli.main(args)
     return _umount(args)
 
 
