@@ -50,15 +50,22 @@ async def test_trio(fakecfs_cluster):
 '''
 
 
+def readme_example() -> str:
+    """The README's plugin example, run as it is printed there."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("```python\nimport json\n\ndef test_survivors")
+    return text[start + len("```python\n"):text.index("```", start + 3)]
+
+
 def test_fixture_in_a_pytest_of_its_own(pytester: pytest.Pytester, tmp_path: Path) -> None:
     require_fuse()
     if os.geteuid() != 0:
         pytest.skip("the fixture needs root")
     pytester.makeini("[pytest]\ntrio_mode = true\n")
-    pytester.makepyfile(test_example=EXAMPLE)
+    pytester.makepyfile(test_example=EXAMPLE, test_readme=readme_example())
     basetemp = tmp_path / "inner"
     result = pytester.runpytest_subprocess(f"--basetemp={basetemp}", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*teardown must still be clean*"])
     # Every node of every test is gone: no mount under the inner basetemp remains.
     with open("/proc/mounts", encoding="utf-8") as f:
