@@ -266,7 +266,8 @@ class Cluster:
         root.mkdir(exist_ok=True)
         holder = subprocess.Popen(
             ["unshare", "--ipc", "--uts", "sh", "-c", f"hostname {name} && exec sleep infinity"],
-            start_new_session=True, stdin=subprocess.DEVNULL)
+            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)  # it must not hold a caller's pipe open
         ours = os.readlink("/proc/self/ns/ipc")
         deadline = time.monotonic() + 10
         while os.readlink(f"/proc/{holder.pid}/ns/ipc") == ours:
@@ -312,6 +313,8 @@ class Cluster:
             node.stop()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(node.state.holder, signal.SIGKILL)
+        for node in self.nodes:
+            _wait_gone(node.state.holder)
         self.nodes = []
         with contextlib.suppress(FileNotFoundError):
             (self.workdir / STATE).unlink()
@@ -335,3 +338,16 @@ class Cluster:
         for node in self.nodes:
             if node.daemon_pid() is not None:
                 node.wait_for(live=want, timeout=timeout)
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Until ``pid`` exited (gone, or a zombie its new parent has not reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.01)
