@@ -351,3 +351,53 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
         except (OSError, IndexError):
             return
         time.sleep(0.01)
+
+
+def _cpu_ticks_and_rss(pid: int) -> tuple[int, int]:
+    """utime + stime (clock ticks) and RSS (bytes) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return ticks, rss
+
+
+def bench(cluster: Cluster, sample_s: float, timeout: float) -> dict[str, Any]:
+    """Per-node CPU and memory over ``sample_s``, then how long survivors take to see a kill.
+
+    The last node's daemon is killed (kill -9); each survivor's node_down event time (from
+    its event stream, CLOCK_MONOTONIC) minus the kill time is its detection delay. The
+    kernel's rule: dead after dead_threshold periods without a new write.
+    """
+    hz = os.sysconf("SC_CLK_TCK")
+    pids = {n.name: n.daemon_pid() for n in cluster.nodes}
+    before = {name: _cpu_ticks_and_rss(pid) for name, pid in pids.items() if pid}
+    t0 = time.monotonic()
+    time.sleep(sample_s)  # the measurement window itself, not a wait for a condition
+    elapsed = time.monotonic() - t0
+    after = {name: _cpu_ticks_and_rss(pid) for name, pid in pids.items() if pid}
+    cpu = {n: (after[n][0] - before[n][0]) / hz / elapsed for n in after}
+    rss = {n: after[n][1] for n in after}
+    victim = cluster.nodes[-1]
+    survivors = cluster.nodes[:-1]
+    for node in survivors:
+        node.events.read()  # start reading from now on
+    killed = time.monotonic()
+    victim.kill()
+    delays = []
+    for node in survivors:
+        event = node.events.wait_for(kind="node_down", node=victim.num, timeout=timeout)
+        delays.append(event["t"] - killed)
+    rule = cluster.dead_threshold * cluster.interval_ms / 1000
+    return {
+        "nodes": len(cluster.nodes), "interval_ms": cluster.interval_ms,
+        "dead_threshold": cluster.dead_threshold, "sample_s": round(elapsed, 3),
+        "cpu_total": round(sum(cpu.values()), 4),
+        "cpu_per_node": {"min": round(min(cpu.values()), 4),
+                         "max": round(max(cpu.values()), 4)},
+        "rss_per_node_mib": {"min": round(min(rss.values()) / 2**20, 1),
+                             "max": round(max(rss.values()) / 2**20, 1)},
+        "death_rule_s": rule,
+        "death_detected_s": {"min": round(min(delays), 3), "max": round(max(delays), 3)}
+        if delays else None,
+    }

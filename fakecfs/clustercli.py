@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cluster import Cluster, ClusterError
+from .cluster import Cluster, ClusterError, bench
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st = csub.add_parser("status", help="each node: daemon, live nodes it sees")
     st.add_argument("dir", metavar="DIR")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    b = csub.add_parser("bench", help="up N nodes, measure CPU/memory per node and how long "
+                        "the survivors take to declare a killed node dead, then down",
+                        description="Bring up N nodes under DIR, sample each daemon's CPU "
+                        "time and RSS over --sample-s seconds, kill -9 the last node, time "
+                        "each survivor's node_down event, take the cluster down and report "
+                        "(the kernel's rule: dead after dead_threshold periods).")
+    b.add_argument("dir", metavar="DIR")
+    b.add_argument("--nodes", "-n", type=int, default=8, help="how many (default 8)")
+    b.add_argument("--hb-interval-ms", type=int, default=2000, metavar="N")
+    b.add_argument("--dead-threshold", type=int, default=31, metavar="N")
+    b.add_argument("--wave", type=int, default=4, metavar="N")
+    b.add_argument("--sample-s", type=float, default=10.0, metavar="S",
+                   help="CPU/memory sampling window (default 10 s)")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
     dn = csub.add_parser("down", help="stop every node cleanly and remove the namespaces")
     dn.add_argument("dir", metavar="DIR")
 
@@ -53,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"fakecfs cluster: {args.nodes} nodes up, all see all "
                   f"(region {cluster.uuid})")
             return 0
+        if args.action == "bench":
+            return _bench(args)
         cluster = Cluster.load(Path(args.dir))
         if args.action == "down":
             cluster.down()
@@ -72,3 +88,32 @@ def main(args: argparse.Namespace) -> int:
     except (ClusterError, TimeoutError) as exc:
         print(f"fakecfs cluster: {exc}", file=sys.stderr)
         return 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if (Path(args.dir) / "cluster.json").exists():
+        raise ClusterError(f"{args.dir}: a cluster is already up here")
+    if args.nodes < 2:
+        raise ClusterError("bench needs at least 2 nodes (one is killed)")
+    cluster = Cluster(Path(args.dir), "fakecfs", args.hb_interval_ms, args.dead_threshold)
+    rule = args.dead_threshold * args.hb_interval_ms / 1000
+    try:
+        cluster.up(args.nodes, wave=args.wave)
+        cluster.wait_for(timeout=max(60.0, 3 * rule))
+        report = bench(cluster, args.sample_s, timeout=3 * rule + 60)
+    finally:
+        cluster.down()
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    d = report["death_detected_s"]
+    print(f"{report['nodes']} nodes, period {report['interval_ms']} ms, dead threshold "
+          f"{report['dead_threshold']}\n"
+          f"  CPU: {report['cpu_total'] * 100:.1f}% of one core together, per node "
+          f"{report['cpu_per_node']['min'] * 100:.2f}-{report['cpu_per_node']['max'] * 100:.2f}%"
+          f" (over {report['sample_s']} s)\n"
+          f"  RSS per node: {report['rss_per_node_mib']['min']}-"
+          f"{report['rss_per_node_mib']['max']} MiB\n"
+          f"  killed node declared dead by {report['nodes'] - 1} survivors after "
+          f"{d['min']:.2f}-{d['max']:.2f} s (rule {report['death_rule_s']:.2f} s)")
+    return 0

@@ -56,3 +56,21 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
         except FileNotFoundError:
             state = "gone"
         assert state in ("gone", "Z", "X")
+
+
+def test_cluster_bench(tmp_path: Path) -> None:
+    require_fuse()
+    if os.geteuid() != 0:
+        pytest.skip("fakecfs cluster needs root")
+    out = fakecfs("cluster", "bench", str(tmp_path / "b"), "--nodes", "3", "--hb-interval-ms",
+                  "100", "--dead-threshold", "11", "--sample-s", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["nodes"] == 3 and report["death_rule_s"] == 1.1
+    # the survivors' detection, as the kernel's rule (after the last write, so never much
+    # sooner than the rule after the kill; later only on a loaded machine)
+    assert 1.1 - 0.2 <= report["death_detected_s"]["min"] <= report["death_detected_s"]["max"]
+    assert report["death_detected_s"]["max"] <= 1.1 + 3.0
+    assert report["cpu_per_node"]["max"] > 0 and report["rss_per_node_mib"]["min"] > 5
+    with open("/proc/mounts", encoding="utf-8") as f:
+        assert str(tmp_path / "b") not in f.read()
