@@ -50,6 +50,7 @@ KINDS = {
 }
 
 LEVELS = {
+    logging.CRITICAL: "crit",
     logging.ERROR: "err",
     logging.WARNING: "warning",
     logging.INFO: "notice",

@@ -356,9 +356,10 @@ class HeartbeatRunner:
             raw = await self._io("read", faults, io.read_slots, *span)
         except OSError as exc:
             code = exc.errno or errno.EIO
-            # The kernel: the bio's "IO Error 10" (BLK_STS_IOERR), then mlog_errno.
-            self.log.error("IO Error 10")
-            return machine.fail_iteration(-code, f"status = {-code}")
+            # The kernel's lines: the bio's "IO Error 10" (BLK_STS_IOERR), then mlog_errno's.
+            self.log.error("status = %d (reading %s)", -code, self.dev_name)
+            return machine.fail_iteration(-code, "IO Error 10" if code == errno.EIO
+                                          else f"status = {-code}")
         assert isinstance(raw, dict)
         machine.wire_dead_ms = faults.dead_ms
         block = machine.begin_iteration(raw, configured, machine.next_seq(int(time.time())))

@@ -317,7 +317,7 @@ class Kernel:
         self.fenced = True
         message = "*** ocfs2 is very sorry to be fencing this system by restarting ***"
         log.critical("%s (emulated: heartbeat stopped, nothing killed; %s)", message, reason)
-        self.emit("fenced", message, logging.CRITICAL, reason=reason)
+        self.emit("fenced", message, logging.ERROR, reason=reason)  # KERN_ERR, as printed
         for running in list(self._running.values()):
             running.runner.halt(reason)
         if self.options.fence is not None:
