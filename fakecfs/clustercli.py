@@ -12,7 +12,8 @@ from .cluster import Cluster, ClusterError, bench
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
-        "cluster", help="bring N emulated nodes up on one fresh image, show them, take them down",
+        "cluster", help="bring N emulated nodes up on one fresh image, show them, take them down "
+        "(or benchmark them)",
         description="N emulated nodes under DIR: a fresh ocfs2 image (DIR/shared.img), a "
         "generated DIR/cluster.conf, and per node a fakecfs mount DIR/nodeN with its own IPC "
         "and UTS namespace (hostname nodeN), the cluster registered and heartbeat started. "
