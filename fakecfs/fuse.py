@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from .kernel import Kernel
-from .tree import Entry, FileEntry, KernelError
+from .tree import Entry, FileEntry, KernelError, StreamFile
 
 log = logging.getLogger("fakecfs.fuse")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -199,6 +199,8 @@ class KernelOperations(pyfuse3.Operations):
         f = self._files[fh]
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
+        if isinstance(f.entry, StreamFile):
+            return f.entry.read_at(off, size)
         if f.buffer is None:
             f.buffer = f.entry.show()
         return f.buffer[off : off + size]

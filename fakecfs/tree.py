@@ -108,6 +108,13 @@ class FileEntry(Entry):
         raise KernelError(errno.EACCES)
 
 
+class StreamFile(FileEntry):
+    """A file read at offsets from content that grows (no per-open buffer): fakecfs/events."""
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        raise NotImplementedError
+
+
 class StaticDir(DirEntry):
     """A directory whose children are fixed by the kernel (sys/, sys/fs/, ...)."""
 
