@@ -40,11 +40,13 @@ WANTED = [
     "configfs", "ocfs2_nodemanager", "ocfs2_stackglue", "ocfs2_dlm", "ocfs2_stack_o2cb",
     # The filesystem itself: it sets /sys/fs/ocfs2/max_locking_protocol, as on a real host.
     "ocfs2",
+    # device-mapper targets for the fault scenarios (error is built into dm-mod)
+    "dm-mod", "dm-delay", "dm-flakey",
 ]
 MODULE_DIRS = [
     "kernel/drivers/virtio", "kernel/drivers/block", "kernel/net/9p", "kernel/fs/9p",
     "kernel/fs/netfs", "kernel/fs/fscache", "kernel/fs/configfs", "kernel/fs/ocfs2",
-    "kernel/fs/jbd2", "kernel/fs/quota",
+    "kernel/fs/jbd2", "kernel/fs/quota", "kernel/drivers/md",
 ]
 
 
@@ -181,10 +183,13 @@ def build() -> Artefacts:
     version = kpkg.removeprefix("linux-image-")
     art = Artefacts(version, out / "vmlinuz", out / "initrd.img")
     if art.vmlinuz.exists() and art.initrd.exists():
+        os.utime(out)  # in use: kept by the sweep below
         return art
-    # Builds for other inputs (an older init.sh or kernel) are never used again.
+    # Builds for other inputs (an older init.sh or kernel) go once unused for a day: another
+    # checkout on this machine (a branch with other modules) may be booting one right now.
     for old in CACHE.iterdir():
-        if old.is_dir() and old.name != "debs" and len(old.name) == 16 and "." not in old.name:
+        if (old.is_dir() and old.name != "debs" and len(old.name) == 16 and "." not in old.name
+                and time.time() - old.stat().st_mtime > 86400):
             shutil.rmtree(old, ignore_errors=True)
     kfiles = _members(kdeb, ["boot/vmlinuz-", *(f"lib/modules/{version}/{d}"
                                                 for d in MODULE_DIRS)])
@@ -216,24 +221,29 @@ def build() -> Artefacts:
 
 # --- qemu ----------------------------------------------------------------------------------
 
-def ensure_qemu() -> str:
-    path = shutil.which(QEMU)
+def ensure_tool(binary: str, package: str) -> str:
+    """The path of a host tool, apt-get installing its package when missing (root only)."""
+    path = shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if path:
         return path
     if os.geteuid() != 0:
-        raise LaneUnavailable(f"{QEMU} is not installed and we are not root to apt-get it")
+        raise LaneUnavailable(f"{binary} is not installed and we are not root to apt-get it")
     try:
         proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                               "qemu-system-x86"], capture_output=True, text=True,
+                               package], capture_output=True, text=True,
                               check=False, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         why = proc.stderr[-300:]
     except OSError as exc:  # no apt-get: not Debian
         why = str(exc)
-    path = shutil.which(QEMU)
+    path = shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if not path:
-        raise LaneUnavailable(f"{QEMU} is missing and apt-get install qemu-system-x86 "
+        raise LaneUnavailable(f"{binary} is missing and apt-get install {package} "
                               f"failed: {why}")
     return path
+
+
+def ensure_qemu() -> str:
+    return ensure_tool(QEMU, "qemu-system-x86")
 
 
 def accelerator() -> tuple[list[str], str]:
@@ -314,11 +324,12 @@ class Guest:
 
 
 def boot(art: Artefacts, workdir: Path, script: str, disks: tuple[Path, ...] = (),
-         hostname: str = "guest", memory: str = "512M") -> Guest:
+         hostname: str = "guest", memory: str = "512M", monitor: Path | None = None) -> Guest:
     """Boot the guest; it runs ``script`` (sh, in the host tree, cwd = the repo) and powers off.
 
     Disks are virtio (/dev/vda, /dev/vdb, ...) with cache=none and no file locking, so the
-    host may write the same image at the same time.
+    host may write the same image at the same time. ``monitor`` is a Unix socket path for
+    QEMU's human monitor (``stop``/``cont`` freeze the whole machine).
     """
     qemu = ensure_qemu()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -344,6 +355,9 @@ def boot(art: Artefacts, workdir: Path, script: str, disks: tuple[Path, ...] = (
             # The repository again, on its own: under /tmp it would be hidden in the guest.
             "-virtfs", f"local,path={REPO},mount_tag=repo,security_model=none,readonly=on,"
                        "multidevs=remap"]
+    if monitor is not None:
+        monitor.unlink(missing_ok=True)
+        args += ["-monitor", f"unix:{monitor},server=on,wait=off"]
     for disk in disks:
         args += ["-drive", f"file={disk},format=raw,if=virtio,cache=none,file.locking=off"]
     started = time.monotonic()
