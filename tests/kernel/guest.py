@@ -8,7 +8,9 @@
 * ``hbctl DEV``: hbctl cluster register, ocfs2_hb_ctl -S/-I/-K (ours) by device and by UUID
   beside the C tool, with the real o2hb's debugfs livenodes;
 * ``interop DEV DEAD_THRESHOLD``: heartbeat with a fakecfs node on the host on one image,
-  starting and stopping on the host's command, reporting every livenodes change.
+  starting and stopping on the host's command, reporting every livenodes change;
+* ``faults DEV DEAD_THRESHOLD``: the same, on a device-mapper device whose table the host
+  swaps for faults (tests/kernel/faultguest.py).
 """
 
 from __future__ import annotations
@@ -285,9 +287,15 @@ def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
             return
 
 
+def task_faults(ch: Channel, dev: str, dead_threshold: str) -> None:
+    from tests.kernel.faultguest import task_faults as run
+
+    run(ch, dev, dead_threshold)
+
+
 TASKS: dict[str, Callable[..., None]] = {
     "catalogue": task_catalogue, "hbctl": task_hbctl, "interop": task_interop,
-    "mount": task_mount,
+    "mount": task_mount, "faults": task_faults,
 }
 
 
