@@ -47,6 +47,7 @@ KINDS = {
     "no_nodes": "no configured node to heartbeat for",
     "fault_set": "a fault was injected (fakecfs/faults)",
     "fault_cleared": "a fault was removed",
+    "kernel": "another line the kernel prints (as hbctl events names such lines on a host)",
 }
 
 LEVELS = {

@@ -172,6 +172,10 @@ def check_slot(slot: SlotState, dev_name: str, dead_threshold: int, our_dead_ms:
             return SlotChange()
         logs.append(LogLine(logging.ERROR, f"Node {slot.node} has written a bad crc to {dev_name}",
                             "bad_crc", slot.node))
+        # o2hb_dump_slot follows: the block's fields as they are on disk.
+        logs.append(LogLine(logging.ERROR, f"Dump slot information: seq = {blk.seq:#x}, node = "
+                            f"{blk.node}, cksum = {blk.cksum:#x}, generation {blk.generation:#x}",
+                            "kernel", slot.node))
         slot.equal_samples = (slot.equal_samples + 1) & _U16
     else:
         if slot.last_time != blk.seq:
@@ -455,6 +459,8 @@ class RegionMachine:
         self._pending = None
         status = 0
         if not write_ok:
+            if write_errno == EIO:  # the bio's completion logs first (BLK_STS_IOERR is 10)
+                pending.logs.append(LogLine(logging.ERROR, "IO Error 10", "io_error"))
             pending.logs.append(
                 LogLine(logging.ERROR, f'Write error {-write_errno} on device "{self.dev_name}"',
                         "io_error")
@@ -485,6 +491,8 @@ class RegionMachine:
         if self._pending is not None:
             raise RuntimeError("fail_iteration() during an iteration")
         logs = [LogLine(logging.ERROR, reason, kind)] if reason else []
+        if kind == "io_error":  # then mlog_errno of the failed read, as the kernel prints it
+            logs.append(LogLine(logging.ERROR, f"status = {status}", kind))
         return self._bail(status, False, False, [], [], logs)
 
     def no_configured_nodes(self) -> IterationResult:

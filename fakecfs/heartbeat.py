@@ -358,8 +358,7 @@ class HeartbeatRunner:
             code = exc.errno or errno.EIO
             # The kernel's lines: the bio's "IO Error 10" (BLK_STS_IOERR), then mlog_errno's.
             self.log.error("status = %d (reading %s)", -code, self.dev_name)
-            return machine.fail_iteration(-code, "IO Error 10" if code == errno.EIO
-                                          else f"status = {-code}")
+            return machine.fail_iteration(-code, "IO Error 10" if code == errno.EIO else None)
         assert isinstance(raw, dict)
         machine.wire_dead_ms = faults.dead_ms
         block = machine.begin_iteration(raw, configured, machine.next_seq(int(time.time())))

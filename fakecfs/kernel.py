@@ -334,6 +334,8 @@ class Kernel:
         self.fenced = True
         message = "*** ocfs2 is very sorry to be fencing this system by restarting ***"
         log.critical("%s (emulated: heartbeat stopped, nothing killed; %s)", message, reason)
+        # The kernel's two lines, in its order (o2hb_stop_all_regions, then o2quo's).
+        self.emit("kernel", "stopping heartbeat on all active regions.", logging.ERROR)
         self.emit("fenced", message, logging.ERROR, reason=reason)  # KERN_ERR, as printed
         for running in list(self._running.values()):
             running.runner.halt(reason)

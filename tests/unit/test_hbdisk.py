@@ -149,7 +149,11 @@ def test_bad_crc_ignored_when_not_live_and_a_miss_when_live() -> None:
     assert slot.live
     slot.raw = garbage
     ch = check_slot(slot, "sdb", 3, 6000)
-    assert [ln.message for ln in ch.logs] == ["Node 2 has written a bad crc to sdb"]
+    # The kernel's two lines: the bad crc, then o2hb_dump_slot's fields as found on disk.
+    assert [ln.message for ln in ch.logs] == [
+        "Node 2 has written a bad crc to sdb",
+        "Dump slot information: seq = 0xffffffffffffffff, node = 255, cksum = "
+        "0xffffffff, generation 0xffffffffffffffff"]
     assert ch.logs[0].level == logging.ERROR
     assert slot.equal_samples == 1 and slot.last_time == 3  # junk fields not taken
     check_slot(slot, "sdb", 3, 6000)
@@ -491,6 +495,7 @@ def test_write_timeout_armed_after_steady_and_only_by_good_writes() -> None:
             me.begin_iteration(disk.read(0, 0), {0}, me.next_seq(now))
             r = me.end_iteration(False, now)
             assert r.status == -EIO and r.logs[-1].message == 'Write error -5 on device "loop0"'
+            assert r.logs[-2].message == "IO Error 10"  # the bio's completion, first
         assert not me.write_timeout_expired(now)
     assert me.elapsed_ms(now) == now - good
     assert me.write_timeout_expired(good + 8000)
