@@ -270,9 +270,15 @@ class HeartbeatRunner:
                 baseline = await self._io("read", self.faults(), io.read_slots, 0,
                                           self.blocks - 1)
             except OSError as exc:
-                self.failed = f"baseline read of {self.dev_name} failed: {exc}"
-                self.log.error("o2hb: %s", self.failed)
-                raise HeartbeatStartError(errno.EIO, self.failed) from exc
+                code = exc.errno or errno.EIO
+                self.log.error("o2hb: baseline read of %s failed: %s", self.dev_name, exc)
+                # The kernel's lines: the bio's "IO Error 10", then the dev write's
+                # mlog_errno, which is also the reason the start was aborted.
+                if code == errno.EIO:
+                    self.emit("io_error", "IO Error 10", logging.ERROR)
+                self.failed = f"status = {-code}"
+                raise HeartbeatStartError(errno.EIO, f"baseline read of {self.dev_name} "
+                                          f"failed: {exc}") from exc
             assert isinstance(baseline, dict)
             self.machine.populate(baseline)
             task_status.started()
@@ -310,6 +316,8 @@ class HeartbeatRunner:
             armed_before = self.machine.write_timeout_armed_at
             result = await self._iterate(io)
             self.last_result = result
+            if self.fenced:
+                break  # fenced while the iteration's I/O ran: a fenced machine says nothing
             for line in result.logs:
                 self.log.log(line.level, "%s", line.message)
                 if line.kind:

@@ -37,11 +37,11 @@ from tests.kernel.faultreactions import (
 from tests.kernel.interop import GUEST, HOST, INTERVAL_MS, _fakecfs, _GuestView, _HostNode
 from tests.kernel.scenarios import guest_command, ocfs2_disk
 
-DEAD_THRESHOLD = 3
+DEAD_THRESHOLD = 4
 INTERVAL_S = INTERVAL_MS / 1000
 WRITE_TIMEOUT_S = (DEAD_THRESHOLD - 1) * INTERVAL_S
 DELAY_MS = int(5 * WRITE_TIMEOUT_S * 1000)
-PEER_DEAD_MS = 9000  # the peer's misconfigured hb_dead_ms (ours: 3 x 2000 = 6000)
+PEER_DEAD_MS = 9000  # the peer's misconfigured hb_dead_ms (ours: 4 x 2000 = 8000)
 
 
 def _slot_seq(image: Path, region: Any, node: int) -> int:
@@ -208,7 +208,12 @@ def _reaction(guest: lane.Guest, sc: Scenario, outcome: dict[str, Any],
               times: dict[str, float]) -> dict[str, Any]:
     """The recorded reaction: the kernel's cluster lines after the fault (the marker), with
     their time from it; the fence's time in intervals."""
-    lines = console_lines(guest.console.read_text(errors="replace"))
+    return reaction_of(guest.console.read_text(errors="replace"), sc, outcome, times)
+
+
+def reaction_of(console: str, sc: Scenario, outcome: dict[str, Any],
+                times: dict[str, float]) -> dict[str, Any]:
+    lines = console_lines(console)
     # The last marker the guest wrote: the fault applied, else the start that returned
     # (a freeze, a peer's fault), else the start that failed.
     marks = [(t, m) for t, m in lines if m.startswith("lane: ")]

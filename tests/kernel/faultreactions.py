@@ -56,12 +56,21 @@ _DEVS = re.compile(r"\b(?:dm-\d+|vd[a-z]|shared\.img|loop\d+)\b")
 
 
 def console_lines(text: str) -> list[tuple[float, str]]:
-    """(kernel timestamp, message) for each timestamped line of a console log."""
-    out = []
+    """(kernel timestamp, message) for each record of a console log. A record of several
+    lines prints each with the record's timestamp: those are joined again with "\n"."""
+    out: list[tuple[float, str]] = []
+    stamps: list[str] = []
     for raw in text.splitlines():
         m = _TIMESTAMP.match(raw.strip("\r"))
-        if m:
-            out.append((float(m.group(1)), m.group(2).strip()))
+        if not m:
+            continue
+        message = m.group(2).strip()
+        if (stamps and stamps[-1] == m.group(1) and not _MLOG.match(message)
+                and not is_cluster_line(message)):
+            out[-1] = (out[-1][0], out[-1][1] + "\n" + message)
+            continue
+        stamps.append(m.group(1))
+        out.append((float(m.group(1)), message))
     return out
 
 
@@ -98,7 +107,7 @@ def distinct(messages: list[str]) -> list[str]:
 # so the kernel prints it now and then even without a fault, whenever the next write is a
 # little late) and o2net's connection notices (nothing listens on the peer's address).
 OUT_OF_SCOPE = (
-    re.compile(r"^o2hb: node N hb write hung for Ns on region"),
+    re.compile(r"^o2hb: node N hb write hung for \S+ on region"),
     re.compile(r"^o2hb: all nodes hb write hung"),
     re.compile(r"^o2net: "),
 )

@@ -4,6 +4,9 @@
    recording (tests/catalogue/kernel-results.json); FAKECFS_KERNEL_RECORD=1 re-records it.
 2. hbctl and our ocfs2_hb_ctl on real configfs, by device and by UUID, beside the C tool.
 3. Wire interop: a fakecfs node on the host and the kernel node in the guest, one image.
+4. hbctl mount on a real ocfs2 mount; put_super runs our ocfs2_hb_ctl.
+5. The real o2hb's reactions to faults (tests/catalogue/kernel-faults.json): one scenario
+   always, all of them with FAKECFS_KERNEL_FAULTS=all; FAKECFS_KERNEL_RECORD=1 re-records.
 
 Skips (with the reason) only where qemu or the kernel package cannot be had.
 """
@@ -18,7 +21,7 @@ import pytest
 
 from tests.catalogue.catalogue import load
 from tests.catalogue.recorded import RECORDING, SURFACES, load_recording, recorded_results
-from tests.kernel import lane, scenarios
+from tests.kernel import faultreactions, lane, scenarios
 from tests.kernel.conftest import SUMMARY
 
 pytestmark = pytest.mark.slow
@@ -133,3 +136,31 @@ def test_hbctl_mount_on_real_ocfs2_and_put_super_runs_our_hb_ctl(artefacts: lane
                    f"ocfs2_hb_ctl {last['hb_ctl_calls'].strip()} and heartbeat stopped "
                    f"(mount {steps['mount m1']['seconds']:.1f} s, last umount "
                    f"{steps['umount m1']['seconds']:.1f} s)")
+
+
+# Replayed in every lane run: one fault, to notice a kernel whose reactions changed.
+FAULTS_ALWAYS = ("eio-both",)
+
+
+@pytest.mark.parametrize("name", [s.name for s in faultreactions.SCENARIOS])
+def test_real_o2hb_reacts_to_faults_as_recorded(artefacts: lane.Artefacts, workdir: Path,
+                                                name: str) -> None:
+    from tests.kernel import faultlane
+
+    everything = (os.environ.get("FAKECFS_KERNEL_FAULTS") == "all"
+                  or os.environ.get("FAKECFS_KERNEL_RECORD") == "1")
+    if name not in FAULTS_ALWAYS and not everything:
+        pytest.skip("replayed on the kernel with FAKECFS_KERNEL_FAULTS=all (about 50 s a "
+                    "scenario); fakecfs is compared with its recording in every run")
+    got = faultlane.timed(artefacts, workdir, name)
+    if os.environ.get("FAKECFS_KERNEL_RECORD") == "1":
+        faultlane.update(artefacts, {name: got})
+    want = json.loads(faultreactions.RECORDING.read_text())["scenarios"][name]
+    # The kernel against itself: a fence's moment may move by half an interval with the
+    # load (the timers run from the last good write, up to an interval before the fault).
+    diffs = faultreactions.compare(want, got, tolerance=0.6)
+    fence = got["intervals"].get("fence after the fault")
+    SUMMARY.append(f"fault {name}: {'as recorded' if not diffs else 'CHANGED'}; outcome "
+                   f"{got['outcome']}" + (f", fence after {fence} intervals" if fence else "")
+                   + f" ({got['lane_seconds']:.0f} s)")
+    assert diffs == [], "the kernel's reaction changed; re-record with FAKECFS_KERNEL_RECORD=1"

@@ -57,3 +57,17 @@ def test_compare_names_each_difference_and_ignores_o2net_s_part() -> None:
     missing = {"outcome": {"fenced": True}, "lines": ["IO Error N"], "intervals": {}}
     assert compare(kernel, missing, 0.5) == [
         "fence after the fault: kernel 2.0 intervals, fakecfs None"]
+
+
+def test_a_record_of_two_lines_is_one_message_again() -> None:
+    text = ("[   36.046283] (o2hb-35F60BED42,132,0):o2hb_check_slot:1055 ERROR: Node 1 on device "
+            "dm-0 has a dead count of 9000 ms, but our count is 8000 ms.\n"
+            "[   36.046283] Please double check your configuration values for "
+            "'O2CB_HEARTBEAT_THRESHOLD'\n"
+            "[   36.046283] (o2hb-35F60BED42,132,0):o2hb_check_slot:975 ERROR: Node 1 has "
+            "written a bad crc to dm-0\n")
+    lines = console_lines(text)
+    assert len(lines) == 2
+    assert distinct([lines[0][1]]) == [
+        "Node N on device DEV has a dead count of N ms, but our count is N ms.\n"
+        "Please double check your configuration values for 'O2CB_HEARTBEAT_THRESHOLD'"]
