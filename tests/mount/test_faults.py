@@ -220,6 +220,8 @@ def test_eio_at_start_fails_the_dev_write_and_while_running_fences(tmp_path: Pat
         b.faults.eio(region.uuid, op="write")
         last = last_write(b, region)
         set_at = b.events.wait_for(kind="fault_set")["t"]
+        # The kernel's order (recorded by the kernel lane): the bio's line, then o2hb's.
+        assert b.events.wait_for(kind="io_error")["message"] == "IO Error 10"
         err = b.events.wait_for(kind="io_error")
         assert err["message"] == 'Write error -5 on device "shared.img"'
         timeout = b.events.wait_for(kind="write_timeout", timeout=WRITE_TIMEOUT_S + 20)
