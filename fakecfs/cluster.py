@@ -257,6 +257,7 @@ class Cluster:
                 batch = self.nodes[first:first + wave]
                 self._start(batch, retries)
                 say(f"heartbeat started on {first + len(batch)}/{count} nodes")
+            self._armed(time.monotonic())
         except BaseException:
             self.down()
             raise
@@ -306,6 +307,22 @@ class Cluster:
             t.join()
         if errors:
             raise ClusterError("; ".join(f"{k}: hbctl start: {v}" for k, v in errors.items()))
+
+    def _armed(self, started: float, timeout: float = 120.0) -> None:
+        """Until every node wrote once after its start returned.
+
+        The kernel arms the write timeout at the first good write after steady state, just
+        after the dev write returns: a fault injected before it would never fence. Waiting
+        for that write makes the cluster that up() returns react to faults as a running
+        cluster does.
+        """
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            path = node.root / "sys/kernel/debug/o2hb" / self.uuid / "elapsed_time_in_ms"
+            while int(path.read_text()) >= (time.monotonic() - started) * 1000:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"{node.name}: no heartbeat write since its start")
+                time.sleep(0.01)
 
     def down(self) -> None:
         """Stop every node cleanly (a killed node's dead mount is cleared) and the holders."""

@@ -36,8 +36,7 @@ def _explain(err: int, command: str) -> str:
         errno.EINVAL: "bad command or arguments",
         errno.ENOENT: "no such region",
         errno.EBUSY: "a region is starting or stopping; try again when it settled",
-        errno.EALREADY: "the node is already in that state (freeze when frozen, thaw when "
-                        "not frozen)",
+        errno.EALREADY: "not frozen" if command.split()[:1] == ["thaw"] else "already frozen",
         errno.ENOTCONN: "the fakecfs daemon is gone",
     }.get(err, os.strerror(err))
     return f"{command!r}: {why}"
@@ -57,7 +56,7 @@ class Faults:
             raise FaultRefused(exc.errno, f"{self.path}: {exc.strerror} (is this a fakecfs "
                                "mount?)") from exc
         try:
-            os.write(fd, command.encode("ascii"))
+            os.write(fd, command.encode())  # the kernel side refuses non-ASCII (EINVAL)
         except OSError as exc:
             raise FaultRefused(exc.errno or errno.EIO, _explain(exc.errno or 0, command)) \
                 from exc

@@ -16,8 +16,9 @@ faults, one per line, in the command syntax that set them::
 
 Setting a region fault that is already set replaces it. Errors (``FaultError.errno``):
 EINVAL for anything malformed, ENOENT for a region that does not exist, EBUSY while a
-region concerned (any region, for freeze/thaw/clear) is starting or stopping, EALREADY
-for freeze when frozen and thaw when not frozen. A failed command changes nothing.
+region concerned (any region, for freeze, thaw and a clear that thaws) is starting or
+stopping, EALREADY for freeze when frozen and thaw when not frozen. A failed command
+changes nothing.
 Pure code: no I/O, no clock.
 """
 

@@ -104,8 +104,8 @@ class Kernel:
         control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
         control.add(ValueFile("filesystems", self.modules.filesystems))
         control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
-        control.add(EventsFile(self.events))
-        control.add(FaultsFile(self.faults))
+        control.add(EventsFile(self.events))  # fakecfs/events: the kernel log as JSON lines
+        control.add(FaultsFile(self.faults))  # fakecfs/faults: injected faults
 
     # -- the tree ---------------------------------------------------------------------
 
