@@ -83,12 +83,14 @@ class Node:
         return "\n".join((self.dir / f).read_text(errors="replace")
                          for f in ("corosync.log", "controld.log") if (self.dir / f).exists())
 
-    def kill(self) -> None:
-        """``kill -9`` of this node's corosync and controld, as a node crash would."""
-        for proc in (self.corosync, self.controld):
+    def kill(self, corosync: bool = True) -> None:
+        """``kill -9`` of this node's controld and (``corosync``) its corosync: a crashed
+        node, or with ``corosync=False`` a daemon that died on a live node."""
+        procs = [self.controld] + ([self.corosync] if corosync else [])
+        for proc in procs:
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        for proc in (self.corosync, self.controld):
+        for proc in procs:
             if proc is not None:
                 proc.wait(timeout=30)
 

@@ -1,9 +1,10 @@
 """Three ocfs2_controld daemons on three real corosync nodes (network namespaces, a bridge).
 
 Membership is real CPG: a join is answered only once corosync confirms it, a clean leave
-is seen by the others as a leave, and a node whose corosync and controld die (``kill -9``)
-is reported by the survivors' corosync, whose daemons then write ``DOWN`` to their kernel
-control device. Times are measured and printed (``pytest -s``).
+is seen by the others as a leave, and a peer whose daemon dies (``kill -9`` of controld:
+PROCDOWN) or whose whole node dies (corosync too: NODEDOWN) is reported by the survivors'
+corosync, whose daemons then write ``DOWN`` to their kernel control device. Times are
+measured and printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -87,23 +88,30 @@ def test_three_corosync_nodes(tmp_path: Path) -> None:
         assert "Node 1 leaves group" in n3.dump()
         assert all(b"DOWN" not in node.kernel_writes() for node in nodes)
 
-        # Again, then node 3 crashes: corosync and controld killed with SIGKILL.
+        # Again, then node 3's daemon dies on a live node (CPG: PROCDOWN), then node 2
+        # crashes: corosync and controld killed with SIGKILL (NODEDOWN).
         for node in nodes:
             join(node, "ocfs2", dev)
-        wait_until("node1 to see node 3 in the group",
-                   lambda: "Node 3 joins group" in n1.dump(), START_TIMEOUT_S, nodes)
-        t_kill = time.monotonic()
-        n3.kill()
-        down = f"DOWN {U} 00000003\n".encode()
         for node in (n1, n2):
-            wait_until(f"DOWN on node{node.nodeid}",
-                       lambda node=node: down in node.kernel_writes(), DEATH_BOUND_S, nodes)
-            timings[f"kill_to_DOWN_node{node.nodeid}_s"] = time.monotonic() - t_kill
-        # Exactly once each, and the survivors keep serving and can still leave cleanly.
-        for node in (n1, n2):
-            assert node.kernel_writes().count(b"DOWN") == 1
-            assert node.connect().call(proto.unmount(U, "ocfs2")) == (0, "OK")
-            assert groups(node) == []
-        assert "node down 3" in n1.dump()
+            wait_until(f"node{node.nodeid} to see node 3 in the group",
+                       lambda node=node: "Node 3 joins group" in node.dump(),
+                       START_TIMEOUT_S, nodes)
+        for victim, corosync_too, survivors in ((n3, False, (n1, n2)), (n2, True, (n1,))):
+            t_kill = time.monotonic()
+            victim.kill(corosync=corosync_too)
+            down = f"DOWN {U} {victim.nodeid:08X}\n".encode()
+            what = "crash" if corosync_too else "daemon_death"
+            for node in survivors:
+                wait_until(f"DOWN {victim.nodeid} on node{node.nodeid}",
+                           lambda node=node, down=down: down in node.kernel_writes(),
+                           DEATH_BOUND_S, nodes)
+                timings[f"{what}_of_node{victim.nodeid}_to_DOWN_on_node{node.nodeid}_s"] = (
+                    time.monotonic() - t_kill)
+                assert node.kernel_writes().count(down) == 1
+        assert "kill node 3 - ocfs2_controld PROCDOWN" in n1.dump()
+        assert "node down 2" in n1.dump()
+        # The survivor keeps serving and its last leave ends the group.
+        assert n1.connect().call(proto.unmount(U, "ocfs2")) == (0, "OK")
+        assert groups(n1) == []
     timings["total_s"] = time.monotonic() - t_start
     print("\ncorosync lane timings: " + ", ".join(f"{k}={v:.3f}" for k, v in timings.items()))
