@@ -9,6 +9,8 @@ measured and printed (``pytest -s``).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -113,5 +115,10 @@ def test_three_corosync_nodes(tmp_path: Path) -> None:
         # The survivor keeps serving and its last leave ends the group.
         assert n1.connect().call(proto.unmount(U, "ocfs2")) == (0, "OK")
         assert groups(n1) == []
+        # A daemon whose corosync dies under it exits (status 1), as upstream's does.
+        assert n1.corosync is not None and n1.controld is not None
+        os.killpg(n1.corosync.pid, signal.SIGKILL)
+        assert n1.controld.wait(timeout=START_TIMEOUT_S) == 1
+        assert "cluster connection lost" in n1.log()
     timings["total_s"] = time.monotonic() - t_start
     print("\ncorosync lane timings: " + ", ".join(f"{k}={v:.3f}" for k, v in timings.items()))
