@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -198,7 +199,8 @@ class Daemon:
             elif isinstance(effect, Reply):
                 client = self.clients.get(effect.client)
                 if client is not None and not client.dropped:
-                    client.send.send_nowait(effect.records)
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        client.send.send_nowait(effect.records)  # closed: it hung up
             elif isinstance(effect, DropClient):
                 self._drop(effect.client)
             elif isinstance(effect, JoinGroup):
@@ -268,8 +270,10 @@ class Daemon:
         async def writer() -> None:
             async with replies:
                 async for records in replies:
+                    data = memoryview(b"".join(records))
                     try:
-                        await sock.send(b"".join(records))
+                        while data:
+                            data = data[await sock.send(data):]
                     except OSError:
                         continue  # the reader sees the hang-up and cleans up
         try:
@@ -302,7 +306,17 @@ class Daemon:
                 except proto.ProtocolError as e:
                     await self.apply(self.core.client_garbage(cid, e))
                 else:
-                    await self.apply(self.core.client_record(cid, msg))
+                    try:
+                        await self.apply(self.core.client_record(cid, msg))
+                    except DaemonExit:
+                        raise
+                    except Exception as e:
+                        # A bug must cost this client, never the daemon and the others.
+                        self.log(f"internal error on client {cid}'s {msg.verb}: {e!r}",
+                                 error=True)
+                        traceback.print_exc(file=sys.stderr)
+                        await self.apply(self.core.client_garbage(
+                            cid, proto.ProtocolError(errno.EPROTO, "internal error")))
                 if client.dropped:
                     return
 

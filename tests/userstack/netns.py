@@ -14,11 +14,12 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
+from tests.ipcns import wait_for_own_namespace
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -66,18 +67,8 @@ class NetNs:
         return result[0]
 
 
-def wait_unshared(pid: int, timeout: float = 10.0) -> None:
-    ours = os.readlink("/proc/self/ns/net")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if os.readlink(f"/proc/{pid}/ns/net") != ours:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} never left our network namespace")
-        time.sleep(0.005)
+def wait_unshared(pid: int) -> None:
+    wait_for_own_namespace(pid, kind="net")
 
 
 def require_root() -> None:
