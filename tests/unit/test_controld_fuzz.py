@@ -82,6 +82,7 @@ action = st.one_of(
     st.tuples(st.just("mresult"), st.integers(0, 5), st.sampled_from([0, 0, 19, -5])),
     st.tuples(st.just("hangup"), st.integers(0, 5)),
     st.tuples(st.just("confirm"), st.integers(0, 3)),
+    st.tuples(st.just("fail_join"), st.integers(0, 3)),
     st.tuples(st.just("peer"), st.sampled_from(UUIDS), st.integers(2, 3),
               st.sampled_from([REASON_LEAVE, REASON_NODEDOWN])),
 )
@@ -161,6 +162,12 @@ class World:
         elif kind == "confirm":
             if self.pending:
                 self.confirm(self.pending.pop(int(a[1]) % len(self.pending)))  # type: ignore[call-overload]
+        elif kind == "fail_join":
+            joins = [e for e in self.pending if isinstance(e, JoinGroup)]
+            if joins:
+                e = joins[int(a[1]) % len(joins)]  # type: ignore[call-overload]
+                self.pending.remove(e)
+                self.apply(self.core.group_join_failed(e.uuid, errno.ENOTCONN))
         elif kind == "peer":
             _, uuid, node, reason = a
             self.apply(self.core.group_members(str(uuid), joined=[int(node)]))  # type: ignore[call-overload]
