@@ -320,7 +320,10 @@ async def run(stack: str, o: Options, ready: ReadyPipe) -> int:
         try:
             nursery.start_soon(d.follow_membership)
             nursery.start_soon(d.follow_signals)
-            await membership.join(DAEMON_GROUP)
+            try:
+                await membership.join(DAEMON_GROUP)
+            except OSError as e:
+                raise DaemonExit(1, f"Unable to join the daemon group: {e}") from e
             await d.ready.wait()
             try:
                 listener = listen()
