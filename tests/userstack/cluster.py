@@ -2,11 +2,12 @@
 
 Topology: four network namespaces made by the test (never the host's): one holds a bridge,
 each of the three nodes has a veth pair into it and an address in 10.213.0.0/24 *inside its
-namespace only*. Each node runs Debian's corosync 3 (knet, ``token: 1000``) with ``-f -c
-FILE`` in a private mount namespace (its own ``/run`` tmpfs and ``/var/lib/corosync``),
-and an ``ocfs2_controld.pcmk --membership corosync`` whose kernel control device is a plain
-file (``T01\\n`` to read; the daemon's writes land after it). Everything is killed and
-removed at the end, whatever happened.
+namespace only*. Each node also has a private mount namespace (its own ``/run``,
+``/dev/shm`` — where libqb keeps corosync's IPC files — and ``/var/lib/corosync``) shared by
+its Debian corosync 3 (knet, ``token: 1000``, ``-f -c FILE``) and its ``ocfs2_controld.pcmk
+--membership corosync``, whose kernel control device is a plain file (``T01\\n`` to read;
+the daemon's writes land after it). Everything is killed and removed at the end, whatever
+happened.
 """
 
 from __future__ import annotations
@@ -138,9 +139,10 @@ def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
             bridge.run("ip", "link", "add", "br0", "type", "bridge")
             bridge.run("ip", "link", "set", "br0", "up")
             for i in range(1, n + 1):
-                ns = stack.enter_context(network_namespace())
+                ns = stack.enter_context(network_namespace(mount=True))
                 d = tmp / f"node{i}"
                 (d / "var-lib-corosync").mkdir(parents=True)
+                ns.run("mount", "--bind", str(d / "var-lib-corosync"), "/var/lib/corosync")
                 ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}",
                        "netns", bridge.path)
                 bridge.run("ip", "link", "set", f"p{i}", "master", "br0", "up")
@@ -154,13 +156,8 @@ def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
         for node in nodes:
             conf = node.dir / "corosync.conf"
             conf.write_text(corosync_conf(n))
-            script = (f"mount -t tmpfs tmpfs /run && "
-                      f"mount --bind {node.dir / 'var-lib-corosync'} /var/lib/corosync && "
-                      f"exec corosync -f -c {conf}")
-            node.corosync = _spawn(
-                node.ns.cmd("unshare", "--mount", "--propagation", "private",
-                            "sh", "-c", script),
-                node.dir / "corosync.log")
+            node.corosync = _spawn(node.ns.cmd("corosync", "-f", "-c", str(conf)),
+                                   node.dir / "corosync.log")
         for node in nodes:
             # Like an init system: the daemon starts once its corosync answers.
             wait_until(f"corosync on node{node.nodeid}",
