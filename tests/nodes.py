@@ -69,6 +69,22 @@ def start_region(cdir: Path, region: Region, image: Path) -> None:
         os.close(fd)
 
 
+def dev_write_errno(rdir: Path, device: Path) -> int:
+    """The dev write (the start: blocks until steady); 0, or the errno it failed with."""
+    fd = os.open(device, os.O_RDWR)
+    try:
+        dev = os.open(rdir / "dev", os.O_WRONLY)
+        try:
+            os.write(dev, str(fd).encode())
+        except OSError as exc:
+            return exc.errno or 0
+        finally:
+            os.close(dev)
+    finally:
+        os.close(fd)
+    return 0
+
+
 def start_regions(jobs: list[tuple[Path, Region, Path]]) -> None:
     """Start several nodes at once (each dev write blocks until that node is steady)."""
     errors: list[BaseException] = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,7 +24,7 @@ import pytest
 from fakecfs.control import Faults
 from tests.fakecfs_fixtures import fakecfs_mount, read_attr, require_fuse, wait_for
 from tests.kernel.faultreactions import BY_NAME, RECORDING, SCENARIOS, compare, distinct
-from tests.nodes import Region, configure, livenodes, mkfs, start_regions
+from tests.nodes import Region, configure, dev_write_errno, livenodes, mkfs, start_regions
 
 INTERVAL_MS = 500
 THRESHOLD = 4
@@ -191,18 +190,7 @@ def run_eio_start(tmp_path: Path) -> dict[str, Any]:
             (rdir / attr).write_text(str(value))
         a.faults.command(command(BY_NAME["eio-start"].fakecfs or "", region))
         set_at = a.until("fault_set", 10)["t"]
-        fd = os.open(image, os.O_RDWR)
-        err = 0
-        try:
-            dev = os.open(rdir / "dev", os.O_WRONLY)
-            try:
-                os.write(dev, str(fd).encode())
-            except OSError as exc:
-                err = exc.errno or 0
-            finally:
-                os.close(dev)
-        finally:
-            os.close(fd)
+        err = dev_write_errno(rdir, image)
         return {"outcome": {"dev_errno": err}, "lines": reaction_lines(a, set_at),
                 "intervals": {}}
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from tests.kernel.guest import CLUSTER, CONFIGFS, DEBUGFS, Channel, read_text, register
+from tests.kernel.guest import CLUSTER, CONFIGFS, Channel, register, watch_livenodes
+from tests.nodes import dev_write_errno
 
 DM_ENV = {**os.environ, "DM_DISABLE_UDEV": "1"}  # no udev: dmsetup makes /dev/mapper nodes
 HB = "/dev/mapper/hb"
@@ -53,18 +53,7 @@ def start(uuid: str, block_bytes: int, start_block: int, blocks: int) -> dict[st
         Path(f"{rdir}/{attr}").write_text(str(value))
     kmsg("start")
     began = time.monotonic()
-    fd = os.open(HB, os.O_RDWR)
-    err = 0
-    try:
-        dev = os.open(f"{rdir}/dev", os.O_WRONLY)
-        try:
-            os.write(dev, str(fd).encode())
-        except OSError as exc:
-            err = exc.errno or 0
-        finally:
-            os.close(dev)
-    finally:
-        os.close(fd)
+    err = dev_write_errno(Path(rdir), Path(HB))
     seconds = round(time.monotonic() - began, 2)
     if err:
         os.rmdir(rdir)  # as libo2cb does after a failed start
@@ -86,24 +75,7 @@ def task_faults(ch: Channel, dev: str, dead_threshold: str) -> None:
         raise RuntimeError(f"register failed: {reg}")
     ch.say("registered", uuid=volume.uuid, sectors=sectors, block_bytes=desc.block_bytes,
            start_block=desc.start_block, blocks=desc.blocks)
-    lock = threading.Lock()
-
-    def say(kind: str, **fields: object) -> None:
-        with lock:
-            ch.say(kind, **fields)
-
-    def watch() -> None:
-        last: list[int] | None = None
-        path = f"{DEBUGFS}/o2hb/{volume.uuid}/livenodes"
-        while True:
-            text = read_text(path)
-            nodes = [int(x) for x in text.split()] if text else []
-            if nodes != last:
-                say("live", nodes=nodes)
-                last = nodes
-            time.sleep(0.05)
-
-    threading.Thread(target=watch, daemon=True).start()
+    say = watch_livenodes(ch, volume.uuid)
     while True:
         command = ch.command()
         if command == "start":

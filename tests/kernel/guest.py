@@ -241,21 +241,9 @@ def task_mount(ch: Channel, dev: str) -> None:
     ch.say("done")
 
 
-def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
-    """The kernel node of a two-node heartbeat with the host's fakecfs node, on command.
-
-    Reports every change of the real o2hb's livenodes as it happens ("live"); commands from
-    the host: "start" (our ocfs2_hb_ctl -S), "stop" (-K, a clean leave), "quit".
-    """
-    from hbctl.devices import read_volume
-
-    uuid = read_volume(dev).uuid
-    ours = str(VENV_BIN / "ocfs2_hb_ctl")
-    reg = register(int(dead_threshold))
-    if reg["rc"] != 0:
-        raise RuntimeError(f"register failed: {reg}")
-    ch.say("registered", uuid=uuid,
-           dead_threshold=read_text(f"{CONFIGFS}/cluster/{CLUSTER}/heartbeat/dead_threshold"))
+def watch_livenodes(ch: Channel, uuid: str) -> Callable[..., None]:
+    """Report every change of the region's debugfs livenodes ("live") from a thread; the
+    thread-safe ``say`` for everything else the task reports."""
     lock = threading.Lock()
 
     def say(kind: str, **fields: object) -> None:
@@ -274,6 +262,25 @@ def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=watch, daemon=True).start()
+    return say
+
+
+def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
+    """The kernel node of a two-node heartbeat with the host's fakecfs node, on command.
+
+    Reports every change of the real o2hb's livenodes as it happens ("live"); commands from
+    the host: "start" (our ocfs2_hb_ctl -S), "stop" (-K, a clean leave), "quit".
+    """
+    from hbctl.devices import read_volume
+
+    uuid = read_volume(dev).uuid
+    ours = str(VENV_BIN / "ocfs2_hb_ctl")
+    reg = register(int(dead_threshold))
+    if reg["rc"] != 0:
+        raise RuntimeError(f"register failed: {reg}")
+    ch.say("registered", uuid=uuid,
+           dead_threshold=read_text(f"{CONFIGFS}/cluster/{CLUSTER}/heartbeat/dead_threshold"))
+    say = watch_livenodes(ch, uuid)
     while True:
         command = ch.command()
         if command == "start":
