@@ -22,10 +22,12 @@ import trio
 from hbctl.devices import sector_size_fd
 
 from .heartbeat import HeartbeatRunner
+from .misc import ControlDevice, DlmControlDevice, proc_misc_text
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
-from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
-from .tree import ROOT_INO, DirEntry, Entry, FileEntry, KernelError, StaticDir
+from .stack_user import RESTART_MESSAGE, EmergencyRestart, NodeDown, UserStack
+from .sysfiles import USER_PLUGIN, HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
+from .tree import ROOT_INO, DirEntry, Entry, FileEntry, FileHandle, KernelError, StaticDir
 from .usermode import MountSyscalls
 from .vfs import MountCommand
 
@@ -41,6 +43,10 @@ class KernelOptions:
     strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
     fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
     hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+    # sys/fs/ocfs2/dlm_recover_callback_support (kernels since 2014): the tools then skip
+    # ocfs2_controld. Off by default: fakecfs emulates the controld mode of user stacks.
+    recover_callbacks: bool = False
+    cluster_stack: str = "o2cb"  # the label at start (a user label loads the user plugin)
     # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
@@ -76,7 +82,10 @@ class Kernel:
     def __init__(self, options: KernelOptions | None = None) -> None:
         self.options = options or KernelOptions()
         self.hb = O2hbGlobals()
-        self.stackglue = StackGlue()
+        self.stackglue = StackGlue(self.options.recover_callbacks, on_load=self._plugin_loaded)
+        self.user_stack = UserStack()
+        self.node_downs: list[NodeDown] = []  # DOWN messages that reached a mounted volume
+        self.crashed = ""  # why the emulated machine "restarted", if it did
         self.hb_ctl = HbCtlPath(self.options.hb_ctl_path)
         self.root = StaticDir("")
         self.root.ino = ROOT_INO
@@ -85,6 +94,10 @@ class Kernel:
         self._running: dict[Region, _Running] = {}
         self._build()
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
+        self.root.subdir("fakecfs").add(
+            ValueFile("stack_user", self._stack_user_status, mode=0o444))
+        if self.options.cluster_stack != "o2cb":
+            self.stackglue.store_cluster_stack(self.options.cluster_stack.encode())
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -109,8 +122,57 @@ class Kernel:
             ("failed_regions", lambda: self._region_bitmap(lambda r: False)),
         ):
             self.debug_o2hb.add(debug_file(name, show))
-        nm = self.root.subdir("proc").subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
+        proc = self.root.subdir("proc")
+        nm = proc.subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
         nm.add(self.hb_ctl.file())
+        proc.add(ValueFile("misc", self._proc_misc, size=0))
+        self.dev_misc = self.root.subdir("dev").subdir("misc")
+
+    # -- the user stack ---------------------------------------------------------------
+
+    def _plugin_loaded(self, plugin: str) -> None:
+        """modprobe ocfs2_stack_user: its ocfs2_control, and fs/dlm's dlm-control."""
+        if plugin != USER_PLUGIN:
+            return
+        log.info("ocfs2: Registered cluster interface user")
+        for device in (ControlDevice(self.user_stack, self._node_down, self._restart),
+                       DlmControlDevice()):
+            self.register(self.dev_misc.add(device))
+
+    def _proc_misc(self) -> str:
+        try:
+            with open("/proc/misc", encoding="latin-1") as f:
+                host = f.read()
+        except OSError:
+            host = ""
+        return proc_misc_text(host, USER_PLUGIN in self.stackglue.plugins)
+
+    def _node_down(self, down: NodeDown) -> None:
+        # ocfs2_do_node_down: the volume starts recovery of that node's journal.
+        log.warning("ocfs2: volume %s: node %d is down, recovering it", down.uuid, down.node)
+        self.node_downs.append(down)
+
+    def _restart(self, restart: EmergencyRestart) -> None:
+        log.critical(RESTART_MESSAGE)
+        log.critical("(fakecfs) emergency_restart(): this node crashed; its mounts of %s "
+                     "are gone without put_super", " ".join(restart.live))
+        self.crashed = "emergency restart: ocfs2_control released with live mounts"
+        self.mounts.crash()
+
+    def _stack_user_status(self) -> str:
+        downs = " ".join(f"{d.uuid}:{d.node}" for d in self.node_downs) or "-"
+        return (self.user_stack.status() + f"node_downs {downs}\n"
+                f"crashed {self.crashed or '-'}\n")
+
+    def write_handle(self, entry: FileEntry, handle: FileHandle, data: bytes) -> int:
+        """One write(2) to a misc device's open file (traced like attribute writes)."""
+        try:
+            written = handle.write(data)
+        except KernelError as exc:
+            self._trace_entry("write", entry, data, -exc.errno)
+            raise
+        self._trace_entry("write", entry, data, written)
+        return written
 
     def register(self, entry: Entry) -> Entry:
         """Give the shell an inode number for ``entry`` (stamping its creation time)."""

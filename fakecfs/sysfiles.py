@@ -56,12 +56,36 @@ class ValueFile(FileEntry):
         return len(data)
 
 
-class StackGlue:
-    """``/sys/fs/ocfs2``: the cluster stack label and whether a mount holds the stack."""
+USER_PLUGIN = "user"  # the plugin of every label but o2cb (ocfs2_stack_user)
 
-    def __init__(self) -> None:
+
+class StackGlue:
+    """``/sys/fs/ocfs2``: the cluster stack label and whether a mount holds the stack.
+
+    The o2cb plugin is loaded from the start. The user plugin is loaded the first time a
+    user label is written to ``cluster_stack`` or a user-stack volume is mounted: fakecfs
+    stands in for the init script's (or the mount's) ``modprobe ocfs2_stack_user``.
+    ``dlm_recover_callback_support`` exists only with ``recover_callbacks`` (kernels since
+    2014 have it; without it the tools use ocfs2_controld, the mode fakecfs emulates).
+    """
+
+    def __init__(self, recover_callbacks: bool = False,
+                 on_load: Callable[[str], None] | None = None) -> None:
         self.cluster_stack = "o2cb"
         self.active_users = 0  # mounts holding the stack (ocfs2_stack_driver_get)
+        self.recover_callbacks = recover_callbacks
+        self.plugins = ["o2cb"]  # newest first, as stackglue's list_add keeps them
+        self._on_load = on_load
+
+    def plugin_of(self, label: str) -> str:
+        return "o2cb" if label == "o2cb" else USER_PLUGIN
+
+    def load(self, plugin: str) -> None:
+        """``request_module``: register ``plugin`` unless it is there already."""
+        if plugin not in self.plugins:
+            self.plugins.insert(0, plugin)
+            if self._on_load is not None:
+                self._on_load(plugin)
 
     @property
     def active(self) -> str:
@@ -78,22 +102,24 @@ class StackGlue:
         if self.active_users and label != self.cluster_stack:
             raise KernelError(errno.EBUSY, "a different cluster stack is in use")
         self.cluster_stack = label
+        if label != "o2cb":
+            self.load(USER_PLUGIN)
 
     def files(self) -> list[ValueFile]:
-        def plugin(label: str) -> str:
-            return "o2cb" if label == "o2cb" else "user"
-
-        return [
+        files = [
             ValueFile("max_locking_protocol", lambda: "1.0\n"),
-            ValueFile("loaded_cluster_plugins", lambda: "o2cb\n"),
+            ValueFile("loaded_cluster_plugins",
+                      lambda: "".join(f"{p}\n" for p in self.plugins)),
             ValueFile(
                 "active_cluster_plugin",
-                lambda: f"{plugin(self.active)}\n" if self.active else "",
+                lambda: f"{self.plugin_of(self.active)}\n" if self.active else "",
             ),
             ValueFile("cluster_stack", lambda: f"{self.cluster_stack}\n",
                       self.store_cluster_stack),
-            ValueFile("dlm_recover_callback_support", lambda: "1\n"),
         ]
+        if self.recover_callbacks:
+            files.append(ValueFile("dlm_recover_callback_support", lambda: "1\n"))
+        return files
 
 
 class HbCtlPath:

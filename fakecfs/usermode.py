@@ -61,6 +61,7 @@ from .vfs import (
     check_new_superblock,
     heartbeat_option,
     parse_command,
+    stack_option,
 )
 
 if TYPE_CHECKING:
@@ -223,14 +224,26 @@ class MountSyscalls:
                 raise KernelError(errno.EINVAL, f"{req.device}: not ocfs2: {e.reason}") from e
             except OSError as e:
                 raise KernelError(e.errno or errno.EIO, f"{req.device}: {e.strerror}") from e
-            clustered = check_new_superblock(self._facts(volume, hb))
-            sb = self.table.new_superblock(key, req.device, volume.uuid, clustered)
+            facts = self._facts(volume, hb, stack_option(req.options))
+            plugin = check_new_superblock(facts)
+            if plugin == "user":
+                self.kernel.stackglue.load(plugin)  # request_module("ocfs2_stack_user")
+                # user_cluster_connect: in controld mode a daemon must hold ocfs2_control.
+                # fs/dlm's lockspace join (which needs dlm_controld) is not emulated.
+                try:
+                    self.kernel.user_stack.attach(
+                        volume.uuid, controld=not self.kernel.options.recover_callbacks)
+                except KernelError as e:
+                    log.error("%s", e.message)
+                    raise
+            sb = self.table.new_superblock(key, req.device, volume.uuid, bool(plugin),
+                                           plugin or "o2cb")
             self._get_super(sb, hb)
         self.table.attach(sb, req.dir, req.device, req.options)
         log.info("mount %s on %s (%s, %s, %d mounts)", req.device, req.dir, sb.sid, sb.uuid,
                  len(self.table.mounts_of(sb)))
 
-    def _facts(self, volume: Volume, hb: str) -> MountFacts:
+    def _facts(self, volume: Volume, hb: str, stack_opt: str | None) -> MountFacts:
         cluster = self.kernel.subsystem.cluster
         this_node = cluster.this_node() if cluster is not None else 255
         live: set[int] = set()
@@ -247,6 +260,7 @@ class MountSyscalls:
             cluster_stack=self.kernel.stackglue.cluster_stack,
             this_node=this_node,
             node_heartbeating=this_node in live,
+            stack_option=stack_opt,
         )
 
     def _get_super(self, sb: Superblock, hb: str) -> None:
@@ -266,12 +280,24 @@ class MountSyscalls:
         log.info("put_super %s (%s)", sb.sid, sb.uuid)
         if not sb.clustered:
             return
+        self._release(sb)
+        await leave_group(self.kernel.hb_ctl.path, sb.uuid)
+
+    def _release(self, sb: Superblock) -> None:
+        """What a superblock held: the region pin, the live connection, the stack."""
         region = sb.holds
         if isinstance(region, Region):
             region.pinned -= 1
             sb.holds = None
+        if sb.plugin == "user":
+            self.kernel.user_stack.detach(sb.uuid)
         self.kernel.stackglue.active_users -= 1
-        await leave_group(self.kernel.hb_ctl.path, sb.uuid)
+
+    def crash(self) -> None:
+        """emergency_restart(): every mount vanishes, no put_super, no helper."""
+        for sb in self.table.drop_all():
+            if sb.clustered:
+                self._release(sb)
 
 
 _README = f"""fakecfs's emulated mount table (not a real kernel path).
