@@ -35,6 +35,11 @@ The mount itself:
   ``umount``; the real kernel then runs ``hb_ctl_path`` at put_super. This path is only
   testable in the real-kernel lane.
 
+On a user stack (pcmk, cman) there is no heartbeat region and no flag: the mount joins the
+volume's group through ocfs2_controld with the service "ocfs2", which the daemon keeps
+once however many mounts (upstream's own answer to the leak), and put_super's ``-K -u
+UUID`` removes it (hbctl.userstack).
+
 Not done (as in mount.ocfs2 but not needed here): the ``-P`` io-priority call after the
 mount, mtab updates, remounts.
 """
@@ -55,6 +60,7 @@ from hbctl.stack import OS_CONFIGFS, ConfigfsIO
 from hbctl.sysroot import Sysroot
 
 MOUNT_SERVICE = "ocfs2"  # mount.ocfs2's r_service, and the kernel's -K default
+CLASSIC = "o2cb"
 EMULATED_MOUNTS = "fakecfs/mounts"  # fakecfs's control file, under the sysroot
 FSTYPE = "ocfs2"
 HB_NONE = "heartbeat=none"
@@ -63,7 +69,11 @@ HB_GLOBAL = "heartbeat=global"
 
 
 class MountError(Exception):
-    """A refused or failed mount/umount: one line for the user."""
+    """A refused or failed mount/umount: one line for the user (``errno``: the syscall's)."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 # -- the refcount with the flag -----------------------------------------------------------
@@ -313,7 +323,8 @@ def _syscall(sysroot: Sysroot, line: str, argv: list[str], what: str, runner: Ru
         try:
             _control(sysroot, line)
         except OSError as e:
-            raise MountError(f"{what}: {e.strerror} (the emulated kernel's log says why)") from e
+            raise MountError(f"{what}: {e.strerror} (the emulated kernel's log says why)",
+                             e.errno or 0) from e
         return
     if sysroot.emulated:
         raise MountError(f"{what}: {sysroot.root} has no emulated mount table "
@@ -342,8 +353,11 @@ def mount(
 ) -> MountOutcome:
     """``mount.ocfs2 DEVICE DIR``: check the volume, join heartbeat (flagged), mount(2).
 
-    Refused like mount.ocfs2: a device that is not ocfs2, a cluster stack other than
-    o2cb, a volume for a cluster that is not registered (or not the first one).
+    Refused like mount.ocfs2: a device that is not ocfs2, a running stack other than the
+    volume's, a volume for a cluster that is not registered (or not the first one).
+    A user-stack volume (pcmk, cman) joins through ocfs2_controld instead
+    (:func:`_mount_user_stack`): one "ocfs2" service for all its mounts, which the
+    kernel's put_super ``-K -u UUID`` removes.
     A local-mount volume is mounted with ``heartbeat=none`` and no cluster join.
     If mount(2) fails the reference this call took is given back.
     """
@@ -358,6 +372,8 @@ def mount(
     except OnDiskError as e:
         raise MountError(f"{device} is not an ocfs2 volume: {e.reason}") from e
     what = f"mount {device} on {dir_}"
+    if not volume.local and (volume.stack or CLASSIC) != CLASSIC:
+        return _mount_user_stack(sysroot, volume, device, dir_, options, what, runner)
     if volume.local:
         opts = [HB_NONE, *options]
         _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
@@ -380,6 +396,41 @@ def mount(
                 mount_stop_heartbeat(sysroot, joined.cluster, volume.uuid)
         raise
     return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref)
+
+
+def _mount_user_stack(sysroot: Sysroot, volume: Any, device: str, dir_: str,
+                      options: Sequence[str], what: str, runner: Runner) -> MountOutcome:
+    """mount.ocfs2 on a user stack: the running label set to the volume's, the "ocfs2"
+    service joined through ocfs2_controld, mount(2) with ``cluster_stack=``, and the
+    result (0 or mount(2)'s errno) reported on the join's connection."""
+    from hbctl import userstack
+    from hbctl.stack import o2cb_init, setup_stack
+
+    label = volume.stack
+    try:
+        setup_stack(sysroot, label)
+        stack = o2cb_init(sysroot)
+        cluster = regions.user_checks(stack, volume)
+        join = userstack.begin_group_join(sysroot, stack, volume.uuid, cluster, device,
+                                          MOUNT_SERVICE)
+    except O2cbError as e:
+        raise MountError(f"{what}: {_join_error(sysroot, volume, e)} while trying to join "
+                         "the group") from e
+    opts = [f"cluster_stack={label}", *options]
+    try:
+        _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
+                 mount_argv(device, dir_, opts), what, runner)
+    except MountError as e:
+        # The daemon removes the service again (the kernel will never run -K for it).
+        with contextlib.suppress(O2cbError):
+            userstack.complete_group_join(sysroot, join, e.errno or 1)
+        raise
+    try:
+        userstack.complete_group_join(sysroot, join, 0)
+    except O2cbError as e:
+        raise MountError(f"{what}: mounted, but ocfs2_controld did not take the result: "
+                         f"{e.message}") from e
+    return MountOutcome(volume.uuid, "none", took_ref=False)
 
 
 def _join_error(sysroot: Sysroot, volume: Any, e: O2cbError) -> str:

@@ -339,7 +339,7 @@ def user_start(sysroot: Sysroot, running_stack: str, volume: Any, region: str, d
     """``o2cb_begin_group_join`` + ``o2cb_complete_group_join(0)`` on a user stack."""
     from hbctl import userstack
 
-    cluster = _user_checks(running_stack, volume)
+    cluster = user_checks(running_stack, volume)
     userstack.start(sysroot, running_stack, region, cluster, device, service)
 
 
@@ -348,11 +348,11 @@ def user_stop(sysroot: Sysroot, running_stack: str, volume: Any, region: str,
     """``o2cb_group_leave`` on a user stack: remove ``service`` from ocfs2_controld."""
     from hbctl import userstack
 
-    _user_checks(running_stack, volume)
+    user_checks(running_stack, volume)
     userstack.group_leave(sysroot, region, service)
 
 
-def _user_checks(running_stack: str, volume: Any) -> str:
+def user_checks(running_stack: str, volume: Any) -> str:
     """The stack check of every group operation; the cluster is the volume's own."""
     disk_stack = _text(getattr(volume, "stack", None))
     disk_cluster = _text(getattr(volume, "cluster_name", None))
