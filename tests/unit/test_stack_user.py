@@ -8,6 +8,7 @@ import pytest
 
 from fakecfs.misc import proc_misc_text
 from fakecfs.stack_user import (
+    ControlOpen,
     EmergencyRestart,
     Handshake,
     NodeDown,
@@ -25,7 +26,7 @@ def errno_of(fn, *args) -> int:  # type: ignore[no-untyped-def]
     return info.value.errno
 
 
-def daemon(stack: UserStack, node: int = 1) -> object:
+def daemon(stack: UserStack, node: int = 1) -> ControlOpen:
     """An open that did the whole handshake, as ocfs2_controld does."""
     h = stack.open()
     assert stack.read(h, 0, 4) == b"T01\n"

@@ -120,7 +120,8 @@ def test_leave_is_unmount_on_a_connection_of_its_own(tmp_path: Path) -> None:
 
     def both() -> object:
         userstack.start(sysroot, "cman", UUID, "uc", "/dev/sdb1", "svc")
-        return userstack.group_leave(sysroot, UUID, "svc")
+        userstack.group_leave(sysroot, UUID, "svc")
+        return None
     log, result = run(ok, both)
     assert result is None
     assert [n for n, _ in log] == [1, 1, 2]
@@ -163,7 +164,8 @@ def test_cman_with_recover_callbacks_sends_mount_without_result_or_unmount(
 
     def both() -> object:
         userstack.start(sysroot, "cman", UUID, "uc", "/dev/sdb1", "svc")
-        return userstack.group_leave(sysroot, UUID, "svc")
+        userstack.group_leave(sysroot, UUID, "svc")
+        return None
     log, result = run(ok, both)
     assert (log, result) == ([(1, JOIN)], None)
 
