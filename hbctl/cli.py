@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Mount DEVICE on DIR as mount.ocfs2 does: check the volume "
                        "and the cluster, join heartbeat (the first mount of a device takes one "
                        "reference and sets the mounted flag; later mounts take none), then "
-                       "mount(2). Against fakecfs the mount is emulated and DIR is a virtual "
+                       "mount(2). On a user stack (pcmk, cman) the mount joins the volume's "
+                       "group through ocfs2_controld (service 'ocfs2', one for all mounts). Against fakecfs the mount is emulated and DIR is a virtual "
                        "name; on a real host mount(8) is run. --bind/--rbind: SRC DST.")
     m.add_argument("source", metavar="DEVICE|SRC")
     m.add_argument("target", metavar="DIR|DST")
@@ -394,7 +395,9 @@ def cmd_mount(args: argparse.Namespace, sysroot: Sysroot) -> None:
         done = mounting.mount(sysroot, args.source, args.target, options)
     except mounting.MountError as e:
         raise CliError(str(e)) from e
-    if done.heartbeat == "local":
+    if done.user_stack:
+        hb = f"cluster_stack={done.user_stack}, service ocfs2 joined through ocfs2_controld"
+    elif done.heartbeat == "local":
         ref = "took the mount reference" if done.took_ref else "already mounted: no new reference"
         hb = f"heartbeat=local, {ref}, {peek_refs(done.uuid) or 0} refs"
     else:

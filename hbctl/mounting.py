@@ -342,6 +342,7 @@ class MountOutcome:
     uuid: str
     heartbeat: str  # "local", "global" or "none"
     took_ref: bool
+    user_stack: str | None = None  # the label, for a volume of a user stack
 
 
 def mount(
@@ -430,7 +431,7 @@ def _mount_user_stack(sysroot: Sysroot, volume: Any, device: str, dir_: str,
     except O2cbError as e:
         raise MountError(f"{what}: mounted, but ocfs2_controld did not take the result: "
                          f"{e.message}") from e
-    return MountOutcome(volume.uuid, "none", took_ref=False)
+    return MountOutcome(volume.uuid, "none", took_ref=False, user_stack=label)
 
 
 def _join_error(sysroot: Sysroot, volume: Any, e: O2cbError) -> str:

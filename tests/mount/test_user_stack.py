@@ -1,0 +1,215 @@
+"""User stacks end to end with our tools: fakecfs's kernel side, hbctl's client, the real
+ocfs2_controld (hbctl.controld), records checked at the socket.
+
+Each test is one node (tests/usernode.py): fakecfs with ``--cluster-stack cman|pcmk`` and
+the node's namespaces, the daemon behind a recording proxy. The rows are spec
+user-stacks.md §4's (b1-b6, c2/c3/c6, a1/a4, f*_1), driven by our ``ocfs2_hb_ctl`` and
+``hbctl``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakecfs_fixtures import fakecfs_mount, read_attr, require_fuse, wait_for
+from tests.usernode import HBCTL, PY_HB_CTL, UserNode, user_node
+
+CLUSTER = "uc"
+
+
+def mkfs(path: Path, stack: str) -> Path:
+    if shutil.which("mkfs.ocfs2") is None:
+        pytest.skip("mkfs.ocfs2 (ocfs2-tools) is not installed")
+    subprocess.run(["truncate", "-s", "64M", str(path)], check=True)
+    subprocess.run(["mkfs.ocfs2", "-q", "-F", "-b", "4096", "-C", "4096", "-N", "2", "-J",
+                    "size=4M", f"--cluster-stack={stack}", f"--cluster-name={CLUSTER}",
+                    str(path)], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+def uuid_of(image: Path) -> str:
+    from hbctl.devices import read_volume
+
+    return read_volume(str(image)).uuid
+
+
+@pytest.fixture
+def cman(tmp_path: Path) -> Iterator[tuple[UserNode, str]]:
+    require_fuse()
+    image = mkfs(tmp_path / "cman.img", "cman")
+    with user_node(tmp_path, "cman", image, CLUSTER) as node:
+        yield node, uuid_of(image)
+
+
+def test_hb_ctl_start_stop_services_as_upstream(cman: tuple[UserNode, str]) -> None:
+    node, uuid = cman
+    img = str(node.image)
+    hb = PY_HB_CTL
+    assert node.run(hb, "-S", "-d", img, "svc").rc == 0  # b1
+    b2 = node.run(hb, "-S", "-d", img, "svc")
+    assert (b2.rc, b2.err) == (1, "ocfs2_hb_ctl: Configuration error discovered while "
+                                  "starting heartbeat\n")
+    assert node.run(hb, "-S", "-u", uuid, "svc2").rc == 0  # b3 (by UUID)
+    assert node.run(hb, "-K", "-d", img, "svc").rc == 0  # b4
+    assert node.run(hb, "-K", "-u", uuid, "svc2").rc == 0  # b5: the last service
+    b6 = node.run(hb, "-K", "-d", img, "svc")
+    assert (b6.rc, b6.err) == (1, "ocfs2_hb_ctl: Configuration error discovered while "
+                                  "stopping heartbeat\n")
+    assert node.wire_since(0) == [
+        (1, "C>D", f"MOUNT ocfs2 {uuid} {CLUSTER} {img} svc"),
+        (1, "D>C", "STATUS 0 OK"),
+        (1, "C>D", f"MRESULT ocfs2 {uuid} 0 svc"),
+        (1, "D>C", "STATUS 0 OK"),
+        (2, "C>D", f"MOUNT ocfs2 {uuid} {CLUSTER} {img} svc"),
+        (2, "D>C", f"STATUS 16 Filesystem {uuid} is already mounted on svc"),
+        (3, "C>D", f"MOUNT ocfs2 {uuid} {CLUSTER} {img} svc2"),
+        (3, "D>C", "STATUS 114 Already mounted, go ahead"),
+        (3, "C>D", f"MRESULT ocfs2 {uuid} 0 svc2"),
+        (3, "D>C", "STATUS 0 OK"),
+        (4, "C>D", f"UNMOUNT ocfs2 {uuid} svc"),
+        (4, "D>C", "STATUS 0 OK"),
+        (5, "C>D", f"UNMOUNT ocfs2 {uuid} svc2"),
+        (5, "D>C", "STATUS 0 OK"),
+        (6, "C>D", f"UNMOUNT ocfs2 {uuid} svc"),
+        (6, "D>C", f"STATUS 2 Filesystem {uuid} is unknown or not mounted anywhere"),
+    ]
+    # The daemon's kernel side: one T01 handshake, still open.
+    assert node.stack_user()["control_daemons"] == "1"
+
+
+def test_two_mounts_and_a_bind_share_one_service_ended_by_the_kernels_stop(
+        cman: tuple[UserNode, str]) -> None:
+    node, uuid = cman
+    img = str(node.image)
+    for argv in (["mount", img, "/m/a"], ["mount", img, "/m/b"],
+                 ["mount", "--bind", "/m/a", "/m/c"]):
+        r = node.run(HBCTL, *argv)
+        assert r.rc == 0, r.err
+    assert read_attr(node.mnt / "sys/fs/ocfs2/active_cluster_plugin") == "user\n"
+    assert uuid in node.stack_user()["live_connections"]
+    assert [line.split()[3] for line in node.mounts().splitlines()] == \
+        ["rw,cluster_stack=cman"] * 3
+    for d in ("/m/c", "/m/b"):
+        assert node.run(HBCTL, "umount", d).rc == 0
+    start = len(node.wire_records())
+    assert node.run(HBCTL, "umount", "/m/a").rc == 0  # put_super: the helper's -K -u
+    assert node.wire_since(start) == [
+        (1, "C>D", f"UNMOUNT ocfs2 {uuid} ocfs2"),
+        (1, "D>C", "STATUS 0 OK"),
+    ]
+    assert node.mounts() == ""
+    assert node.stack_user()["live_connections"] == "-"
+    assert read_attr(node.mnt / "sys/fs/ocfs2/active_cluster_plugin") == ""
+    first = node.wire_since(0)[:8]
+    assert first == [
+        (1, "C>D", f"MOUNT ocfs2 {uuid} {CLUSTER} {img} ocfs2"),
+        (1, "D>C", "STATUS 0 OK"),
+        (1, "C>D", f"MRESULT ocfs2 {uuid} 0 ocfs2"),
+        (1, "D>C", "STATUS 0 OK"),
+        (2, "C>D", f"MOUNT ocfs2 {uuid} {CLUSTER} {img} ocfs2"),
+        (2, "D>C", "STATUS 114 Already mounted, go ahead"),
+        (2, "C>D", f"MRESULT ocfs2 {uuid} 0 ocfs2"),
+        (2, "D>C", "STATUS 0 OK"),
+    ]
+
+
+def test_a_refused_mount_reports_its_errno_and_the_service_goes(
+        cman: tuple[UserNode, str]) -> None:
+    node, uuid = cman
+    img = str(node.image)
+    # o2cb heartbeat options on a user stack: the kernel refuses (EINVAL)
+    r = node.run(HBCTL, "mount", "-o", "heartbeat=local", img, "/m/a")
+    assert r.rc == 1
+    assert node.wire_since(0)[2] == (1, "C>D", f"MRESULT ocfs2 {uuid} {errno.EINVAL} ocfs2")
+    # The failed first mount left nothing: the next -K finds no filesystem.
+    assert node.run(PY_HB_CTL, "-K", "-u", uuid).rc == 1
+
+
+def test_the_last_daemon_close_with_mounts_crashes_the_node(tmp_path: Path) -> None:
+    require_fuse()
+    image = mkfs(tmp_path / "cman.img", "cman")
+    with user_node(tmp_path, "cman", image, CLUSTER) as node:
+        assert node.run(HBCTL, "mount", str(image), "/m/a").rc == 0
+        daemon = node._procs[0]
+        daemon.kill()  # its ocfs2_control handle closes with a mount live
+        daemon.wait()
+        wait_for(lambda: node.stack_user()["crashed"] != "-", what="the emergency restart")
+        assert node.mounts() == ""
+        assert node.stack_user()["control_daemons"] == "0"
+        assert node.wire_since(0)[-1][2] != f"UNMOUNT ocfs2 {uuid_of(image)} ocfs2"
+
+
+def test_pcmk_probes_the_dlm_then_uses_the_daemon(tmp_path: Path) -> None:
+    require_fuse()
+    image = mkfs(tmp_path / "pcmk.img", "pcmk")
+    with user_node(tmp_path, "pcmk", image, CLUSTER) as node:
+        uuid = uuid_of(image)
+        assert node.run(PY_HB_CTL, "-S", "-d", str(image), "svc").rc == 0
+        assert node.run(PY_HB_CTL, "-K", "-d", str(image), "svc").rc == 0
+        assert [t for _, d, t in node.wire_since(0) if d == "C>D"] == [
+            f"MOUNT ocfs2 {uuid} {CLUSTER} {image} svc", f"MRESULT ocfs2 {uuid} 0 svc",
+            f"UNMOUNT ocfs2 {uuid} svc"]
+
+
+def test_pcmk_with_recover_callbacks_needs_no_daemon(tmp_path: Path) -> None:
+    require_fuse()
+    image = mkfs(tmp_path / "pcmk.img", "pcmk")
+    with user_node(tmp_path, "pcmk", image, CLUSTER,
+                   mount_args=("--dlm-recover-callbacks",)) as node:
+        assert node.run(PY_HB_CTL, "-S", "-d", str(image), "svc").rc == 0  # a4
+        assert node.run(PY_HB_CTL, "-K", "-d", str(image), "svc").rc == 0
+        assert node.wire_records() == []
+
+
+def test_the_wrong_running_stack_is_refused(cman: tuple[UserNode, str], tmp_path: Path) -> None:
+    node, _ = cman
+    pcmk = mkfs(tmp_path / "pcmk.img", "pcmk")
+    r = node.run(PY_HB_CTL, "-S", "-d", str(pcmk), "svc")
+    assert (r.rc, r.err) == (1, "ocfs2_hb_ctl: Cluster stack is invalid while starting "
+                                "heartbeat\n")
+    assert node.wire_records() == []
+
+
+# -- the kernel side over FUSE (no daemon): the device files through real syscalls -------
+
+
+def test_ocfs2_control_and_dlm_control_over_fuse(tmp_path: Path) -> None:
+    require_fuse()
+    with fakecfs_mount(tmp_path / "mnt", "--cluster-stack", "pcmk") as mnt:
+        assert read_attr(mnt / "sys/fs/ocfs2/loaded_cluster_plugins") == "user\no2cb\n"
+        assert not (mnt / "sys/fs/ocfs2/dlm_recover_callback_support").exists()
+        assert read_attr(mnt / "proc/misc").splitlines()[:2] == \
+            ["  0 ocfs2_control", "  0 dlm-control"]
+        fd = os.open(mnt / "dev/misc/ocfs2_control", os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as e:
+                os.write(fd, b"T01\n")  # before reading the protocol list
+            assert e.value.errno == errno.EINVAL
+            assert os.read(fd, 4) == b"T01\n"
+            assert os.read(fd, 4) == b""
+            assert os.write(fd, b"T01\n") == 4
+            with pytest.raises(OSError) as e:
+                os.write(fd, b"SETN 00000001\nSETV 01 00\n")  # two messages in one write
+            assert e.value.errno == errno.EINVAL
+            assert os.write(fd, b"SETN 00000001\n") == 14
+            assert os.write(fd, b"SETV 01 00\n") == 11
+            assert (mnt / "fakecfs/stack_user").read_text().startswith("control_daemons 1\n")
+        finally:
+            os.close(fd)
+        assert (mnt / "fakecfs/stack_user").read_text().startswith("control_daemons 0\n")
+        fd = os.open(mnt / "dev/misc/dlm-control", os.O_RDWR)
+        try:
+            assert struct.unpack("=3I", os.read(fd, 12)) == (6, 0, 2)
+            with pytest.raises(OSError) as e:
+                os.read(fd, 4)
+            assert e.value.errno == errno.EINVAL
+        finally:
+            os.close(fd)
