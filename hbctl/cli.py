@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                        "and the cluster, join heartbeat (the first mount of a device takes one "
                        "reference and sets the mounted flag; later mounts take none), then "
                        "mount(2). On a user stack (pcmk, cman) the mount joins the volume's "
-                       "group through ocfs2_controld (service 'ocfs2', one for all mounts). Against fakecfs the mount is emulated and DIR is a virtual "
+                       "group through ocfs2_controld (service 'ocfs2', one for all mounts). "
+                       "Against fakecfs the mount is emulated and DIR is a virtual "
                        "name; on a real host mount(8) is run. --bind/--rbind: SRC DST.")
     m.add_argument("source", metavar="DEVICE|SRC")
     m.add_argument("target", metavar="DIR|DST")

@@ -12,6 +12,7 @@ sees exactly what went over which connection, in order. It prints "ready" once l
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -55,10 +56,8 @@ def pump(src: socket.socket, dst: socket.socket, conn: int, direction: str,
         pass
     finally:
         for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(how)
-            except OSError:
-                pass
 
 
 def main() -> int:
