@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, wait_for
+from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, wait_for, write_attr
 
 PROXY = str(Path(__file__).with_name("controld_proxy.py"))
 PY_HB_CTL = str(VENV_BIN / "ocfs2_hb_ctl")
@@ -72,15 +72,7 @@ class UserNode:
         self.upstream = _holder("--net")
         self._procs: list[subprocess.Popen[bytes]] = []
         self.mnt.mkdir(parents=True, exist_ok=True)
-        wrapper = workdir / "hb_ctl_helper"
-        # The kernel runs the helper with a bare environment: the wrapper points it here.
-        if helper == "python":
-            wrapper.write_text(f"#!/bin/sh\nexport HBCTL_SYSROOT={self.mnt} "
-                               f"HBCTL_DEVICES={image}\nexec {PY_HB_CTL} \"$@\"\n")
-        else:
-            wrapper.write_text(f"#!/bin/sh\nexec {FAKECFS} run {self.mnt} -- {helper} "
-                               "\"$@\"\n")
-        wrapper.chmod(0o755)
+        wrapper = self.helper_wrapper(helper)
         self.enter("hostname", "n1")
         subprocess.run(self._in_node(FAKECFS, "mount", "--background", "--hb-interval-ms",
                                      "50", "--cluster-stack", stack, "--hb-ctl-path",
@@ -101,6 +93,22 @@ class UserNode:
             stdout=subprocess.PIPE)
         self._procs.append(proxy)
         assert proxy.stdout is not None and proxy.stdout.readline() == b"ready\n"
+
+    def helper_wrapper(self, tool: str) -> Path:
+        """An ``hb_ctl_path`` program running ``tool`` (``python``: our ocfs2_hb_ctl) as
+        the kernel's helper: it gets a bare environment, so the wrapper points it here."""
+        if tool == "python":
+            wrapper = self.workdir / "helper-python"
+            wrapper.write_text(f"#!/bin/sh\nexport HBCTL_SYSROOT={self.mnt} "
+                               f"HBCTL_DEVICES={self.image}\nexec {PY_HB_CTL} \"$@\"\n")
+        else:
+            wrapper = self.workdir / "helper-c"
+            wrapper.write_text(f"#!/bin/sh\nexec {FAKECFS} run {self.mnt} -- {tool} \"$@\"\n")
+        wrapper.chmod(0o755)
+        return wrapper
+
+    def use_helper(self, tool: str) -> None:
+        write_attr(self.mnt / "proc/sys/fs/ocfs2/nm/hb_ctl_path", str(self.helper_wrapper(tool)))
 
     def _in_node(self, *argv: str) -> list[str]:
         return ["nsenter", f"--target={self.node.pid}", "--net", "--ipc", "--uts", "--",

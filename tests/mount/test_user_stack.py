@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakecfs_fixtures import fakecfs_mount, read_attr, require_fuse, wait_for
+from tests.fakecfs_fixtures import (
+    fakecfs_mount,
+    read_attr,
+    require_fuse,
+    wait_for,
+    write_attr,
+)
 from tests.usernode import HBCTL, PY_HB_CTL, UserNode, user_node
 
 CLUSTER = "uc"
@@ -188,6 +194,12 @@ def test_ocfs2_control_and_dlm_control_over_fuse(tmp_path: Path) -> None:
         assert not (mnt / "sys/fs/ocfs2/dlm_recover_callback_support").exists()
         assert read_attr(mnt / "proc/misc").splitlines()[:2] == \
             ["  0 ocfs2_control", "  0 dlm-control"]
+        image = mkfs(tmp_path / "pcmk.img", "pcmk")
+        uuid = uuid_of(image)
+        mount = f"mount {image} /m/a cluster_stack=pcmk\n"
+        with pytest.raises(OSError) as e:  # WITH_CONTROLD: no daemon holds ocfs2_control
+            write_attr(mnt / "fakecfs/mounts", mount)
+        assert e.value.errno == errno.ESRCH
         fd = os.open(mnt / "dev/misc/ocfs2_control", os.O_RDWR)
         try:
             with pytest.raises(OSError) as e:
@@ -202,9 +214,15 @@ def test_ocfs2_control_and_dlm_control_over_fuse(tmp_path: Path) -> None:
             assert os.write(fd, b"SETN 00000001\n") == 14
             assert os.write(fd, b"SETV 01 00\n") == 11
             assert (mnt / "fakecfs/stack_user").read_text().startswith("control_daemons 1\n")
+            write_attr(mnt / "fakecfs/mounts", mount)
+            assert os.write(fd, f"DOWN {uuid} 00000002\n".encode()) == 47
+            status = (mnt / "fakecfs/stack_user").read_text()
+            assert f"node_downs {uuid}:2\n" in status and "crashed -\n" in status
         finally:
-            os.close(fd)
-        assert (mnt / "fakecfs/stack_user").read_text().startswith("control_daemons 0\n")
+            os.close(fd)  # the last daemon, with a mount live: the node "restarts"
+        status = (mnt / "fakecfs/stack_user").read_text()
+        assert status.startswith("control_daemons 0\n") and "crashed emergency" in status
+        assert read_attr(mnt / "fakecfs/mounts") == ""
         fd = os.open(mnt / "dev/misc/dlm-control", os.O_RDWR)
         try:
             assert struct.unpack("=3I", os.read(fd, 12)) == (6, 0, 2)
