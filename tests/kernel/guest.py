@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import termios
@@ -285,9 +286,58 @@ def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
             return
 
 
+def _misc_device(name: str) -> str | None:
+    """The /dev node of misc device ``name`` (devtmpfs names it; udev is not running)."""
+    minor = None
+    with open("/proc/misc", encoding="ascii") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1:2] == [name]:
+                minor = int(fields[0])
+    if minor is None:
+        return None
+    for dirpath, _, files in os.walk("/dev"):
+        for entry in files:
+            path = os.path.join(dirpath, entry)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 10 \
+                    and os.minor(st.st_rdev) == minor:
+                return path
+    return None
+
+
+def task_userstack(ch: Channel, _dev: str, deb: str) -> None:
+    """Load fs/dlm and ocfs2_stack_user from the kernel package, then run the user-stack
+    script (tests/catalogue/userstack_script.py) on the kernel's own files."""
+    import ctypes
+
+    from tests.catalogue.userstack_script import run_script
+    from tests.kernel.lane import _members
+
+    release = os.uname().release
+    before = {name: read_text(f"/sys/fs/ocfs2/{name}")
+              for name in ("loaded_cluster_plugins", "cluster_stack")}
+    mods = _members(Path(deb), [f"lib/modules/{release}/kernel/fs/dlm/dlm.ko",
+                                f"lib/modules/{release}/kernel/fs/ocfs2/ocfs2_stack_user.ko"])
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name in ("dlm", "ocfs2_stack_user"):
+        data = next(d for n, d in mods.items() if n.endswith(f"/{name}.ko"))
+        if libc.syscall(175, data, len(data), b"") != 0:  # init_module (x86_64)
+            raise OSError(ctypes.get_errno(), f"init_module {name}")
+    control, dlm_control = _misc_device("ocfs2_control"), _misc_device("dlm-control")
+    if control is None or dlm_control is None:
+        raise RuntimeError(f"misc devices not found: {control}, {dlm_control}")
+    steps = run_script("/sys/fs/ocfs2", control, dlm_control, "/proc/misc")
+    ch.say("userstack", before=before, devices=[control, dlm_control], steps=steps)
+    ch.say("done")
+
+
 TASKS: dict[str, Callable[..., None]] = {
     "catalogue": task_catalogue, "hbctl": task_hbctl, "interop": task_interop,
-    "mount": task_mount,
+    "mount": task_mount, "userstack": task_userstack,
 }
 
 

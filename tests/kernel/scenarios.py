@@ -81,9 +81,9 @@ def ocfs2_disk(path: Path, size_mb: int = 64) -> Path:
 
 
 def run_task(art: lane.Artefacts, workdir: Path, task: str, disk: Path,
-             timeout: float = 180.0) -> dict[str, Any]:
+             timeout: float = 180.0, args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Boot, run a one-shot guest task; its messages by kind (the last of each kind)."""
-    guest = lane.boot(art, workdir, guest_command(task, "/dev/vda"), disks=(disk,),
+    guest = lane.boot(art, workdir, guest_command(task, "/dev/vda", *args), disks=(disk,),
                       hostname="guest")
     out: dict[str, Any] = {}
     try:

@@ -133,3 +133,23 @@ def test_hbctl_mount_on_real_ocfs2_and_put_super_runs_our_hb_ctl(artefacts: lane
                    f"ocfs2_hb_ctl {last['hb_ctl_calls'].strip()} and heartbeat stopped "
                    f"(mount {steps['mount m1']['seconds']:.1f} s, last umount "
                    f"{steps['umount m1']['seconds']:.1f} s)")
+
+
+def test_user_stack_files_and_ocfs2_control_on_the_real_kernel(artefacts: lane.Artefacts,
+                                                              workdir: Path) -> None:
+    """dlm + ocfs2_stack_user loaded in the guest: the user-stack script's answers (held
+    against fakecfs in every make test by tests/catalogue/test_userstack_recorded.py)."""
+    from tests.catalogue.userstack_script import USERSTACK_RECORDING
+
+    debs = sorted((lane.CACHE / "debs").glob(f"linux-image-{artefacts.kernel_version}_*.deb"))
+    assert debs, "the kernel package is not in the lane's cache"
+    disk = scenarios.ocfs2_disk(workdir / "vol.img")
+    out = scenarios.run_task(artefacts, workdir, "userstack", disk, args=(str(debs[-1]),))
+    got = out["userstack"]
+    assert got["before"]["loaded_cluster_plugins"] == "o2cb\n"
+    if os.environ.get("FAKECFS_KERNEL_RECORD") == "1":
+        USERSTACK_RECORDING.write_text(json.dumps(
+            {"kernel": out["hello"]["uname"], "devices": got["devices"], "steps": got["steps"]},
+            indent=1) + "\n", encoding="utf-8")
+    assert got["steps"] == load_recording(USERSTACK_RECORDING)["steps"], \
+        "the kernel's user-stack answers changed; re-record with FAKECFS_KERNEL_RECORD=1"
