@@ -14,10 +14,17 @@ the host lacks the modules. We then *mirror* the parent directory: a tmpfs holdi
 mounts of every existing entry, plus the new mount points, moved over the parent. Only the
 namespace sees it; the host's tree is never changed.
 
+For user stacks (a sysroot whose ``dev/misc`` holds ocfs2_control and dlm-control) it also
+places ``dev/misc`` at ``/dev/misc`` (mirroring ``/dev`` on a tmpfs: ``/dev`` is the host's
+devtmpfs, where nothing may be created) and ``proc/misc`` over ``/proc/misc``.
+
 As root (or root of a user namespace) only a mount namespace is made; otherwise a user
 namespace mapping the caller to root as well (``unshare --user --map-root-user``). With
 ``--node NAME`` the command also gets its own IPC namespace (the heartbeat semaphores are
-per node) and UTS namespace with hostname NAME (o2cb finds the local node by hostname).
+per node), UTS namespace with hostname NAME (o2cb finds the local node by hostname) and
+network namespace with ``lo`` up (``@ocfs2_controld_sock`` is per network namespace: a
+node's tools and controld share one, two nodes never do). ``--netns PATH`` joins an
+existing network namespace instead, one the caller wired to the other nodes.
 At the end the command is exec'd: its exit status is ours.
 """
 

@@ -20,6 +20,12 @@ The shell around :mod:`fakecfs.vfs` (the pure mount table):
   (``ocfs2: Error -2 running user helper "..."``). fakecfs adds a log line with the exit
   status and output of a helper that failed, which the kernel would not show.
 
+A user-stack volume (pcmk, cman) takes the user plugin instead of a heartbeat region: in
+controld mode its live connection needs a daemon holding ``ocfs2_control`` (ESRCH
+otherwise, :mod:`fakecfs.stack_user`); fs/dlm's lockspace join, which a real kernel also
+needs (dlm_controld), is taken as done. Its put_super runs the same helper.
+:meth:`MountSyscalls.crash` is the emergency restart: every mount gone, no put_super.
+
 Not emulated: global heartbeat mode's pinning (the kernel pins every region while there
 are at most three quorum regions); only a ``heartbeat=local`` mount pins its own region.
 
