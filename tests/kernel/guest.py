@@ -309,22 +309,18 @@ def _misc_device(name: str) -> str | None:
     return None
 
 
-def task_userstack(ch: Channel, _dev: str, deb: str) -> None:
-    """Load fs/dlm and ocfs2_stack_user from the kernel package, then run the user-stack
-    script (tests/catalogue/userstack_script.py) on the kernel's own files."""
+def task_userstack(ch: Channel, _dev: str, modules: str) -> None:
+    """Load fs/dlm and ocfs2_stack_user (the host put them in the folder ``modules``), then
+    run the user-stack script (tests/catalogue/userstack_script.py) on the kernel's files."""
     import ctypes
 
     from tests.catalogue.userstack_script import run_script
-    from tests.kernel.lane import _members
 
-    release = os.uname().release
     before = {name: read_text(f"/sys/fs/ocfs2/{name}")
               for name in ("loaded_cluster_plugins", "cluster_stack")}
-    mods = _members(Path(deb), [f"lib/modules/{release}/kernel/fs/dlm/dlm.ko",
-                                f"lib/modules/{release}/kernel/fs/ocfs2/ocfs2_stack_user.ko"])
     libc = ctypes.CDLL(None, use_errno=True)
     for name in ("dlm", "ocfs2_stack_user"):
-        data = next(d for n, d in mods.items() if n.endswith(f"/{name}.ko"))
+        data = Path(modules, f"{name}.ko").read_bytes()
         if libc.syscall(175, data, len(data), b"") != 0:  # init_module (x86_64)
             raise OSError(ctypes.get_errno(), f"init_module {name}")
     control, dlm_control = _misc_device("ocfs2_control"), _misc_device("dlm-control")

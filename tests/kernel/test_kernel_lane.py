@@ -141,10 +141,9 @@ def test_user_stack_files_and_ocfs2_control_on_the_real_kernel(artefacts: lane.A
     against fakecfs in every make test by tests/catalogue/test_userstack_recorded.py)."""
     from tests.catalogue.userstack_script import USERSTACK_RECORDING
 
-    debs = sorted((lane.CACHE / "debs").glob(f"linux-image-{artefacts.kernel_version}_*.deb"))
-    assert debs, "the kernel package is not in the lane's cache"
+    modules = scenarios.user_stack_modules(artefacts)
     disk = scenarios.ocfs2_disk(workdir / "vol.img")
-    out = scenarios.run_task(artefacts, workdir, "userstack", disk, args=(str(debs[-1]),))
+    out = scenarios.run_task(artefacts, workdir, "userstack", disk, args=(str(modules),))
     got = out["userstack"]
     assert got["before"]["loaded_cluster_plugins"] == "o2cb\n"
     if os.environ.get("FAKECFS_KERNEL_RECORD") == "1":
