@@ -8,6 +8,12 @@ The real-kernel lane (tests/kernel, task ``userstack``) loads Debian's ``dlm`` a
 ``ocfs2_control``'s T01 handshake with its errnos for good and bad writes on several open
 files, and the version read of ``dlm-control``.
 
+The *down phase* (:func:`down_phase`) is separate, and last: on Debian's 6.1 a well-formed
+DOWN from a valid handle oopses the kernel ("detected buffer overflow in __fortify_strlen":
+the UUID field is not NUL-terminated inside its 32 bytes, and the fortified strlen of the
+connection lookup traps), killing the writer with ocfs2_control's mutex held. The guest runs
+it in a child process and records how the child ended.
+
 No mount of a user-stack volume is made (the kernel would need dlm_controld), so the last
 close of a valid ocfs2_control handle is safe here: with no live connection it only resets
 the node number. Standard library only: the guest imports it too.
@@ -102,8 +108,9 @@ def run_script(ocfs2_dir: str, control: str, dlm_control: str,
         wr("A", data)
     # SETV came first, so "SETN 0x00001f" completed the handshake: A is the daemon of
     # node 31, and the later SETN is refused.
-    for data in (b"SETN 00000001\n", b"SETV 01 00\n", down(UUID, "00000002"),
-                 down(UUID, "8000000F"), down(UUID, "-0000002"), down(UUID, "0000000Z")):
+    # A well-formed DOWN is the down phase's (below); these fail before the UUID is read.
+    for data in (b"SETN 00000001\n", b"SETV 01 00\n", down(UUID, "8000000F"),
+                 down(UUID, "-0000002"), down(UUID, "0000000Z")):
         wr("A", data)
     handles["B"] = os.open(control, os.O_RDWR)
     for _ in range(5):
@@ -128,4 +135,25 @@ def run_script(ocfs2_dir: str, control: str, dlm_control: str,
     op("D", "read 12", lambda: os.read(handles["D"], 12).hex().encode())
     rd("D", 4)
     op("D", "close", lambda: os.close(handles.pop("D")))
+    return out
+
+
+def down_phase(control: str, report: object = None) -> list[list[str]]:
+    """A new control daemon (node 31, which the main script left installed) sends DOWN for a
+    UUID no volume has. ``report(step)`` is called before each step is tried, so a caller
+    whose process dies in a step knows which one it was."""
+    out: list[list[str]] = []
+    fd = os.open(control, os.O_RDWR)
+    try:
+        for what, fn in (("E: read 4", lambda: os.read(fd, 4)),
+                         ("E: write b'T01\\n'", lambda: os.write(fd, b"T01\n")),
+                         ("E: write SETN 0000001F", lambda: os.write(fd, b"SETN 0000001F\n")),
+                         ("E: write SETV 01 00", lambda: os.write(fd, b"SETV 01 00\n")),
+                         ("E: write DOWN UUID 00000002",
+                          lambda: os.write(fd, down(UUID, "00000002")))):
+            if report is not None:
+                report(what)  # type: ignore[operator]
+            out.append([what, _result(fn)])
+    finally:
+        os.close(fd)
     return out

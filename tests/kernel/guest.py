@@ -327,8 +327,44 @@ def task_userstack(ch: Channel, _dev: str, modules: str) -> None:
     if control is None or dlm_control is None:
         raise RuntimeError(f"misc devices not found: {control}, {dlm_control}")
     steps = run_script("/sys/fs/ocfs2", control, dlm_control, "/proc/misc")
-    ch.say("userstack", before=before, devices=[control, dlm_control], steps=steps)
+    ch.say("userstack", before=before, devices=[control, dlm_control], steps=steps,
+           down=_down_phase_in_child(control))
     ch.say("done")
+
+
+def _down_phase_in_child(control: str) -> list[list[str]]:
+    """The down phase in a child: a kernel oops kills it mid-step; say which step and why."""
+    import json as _json
+
+    from tests.catalogue.userstack_script import down_phase
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(rfd)
+
+        def report(step: str) -> None:
+            os.write(wfd, (_json.dumps(["try", step]) + "\n").encode())
+
+        for step in down_phase(control, report):
+            os.write(wfd, (_json.dumps(["done", *step]) + "\n").encode())
+        os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        lines = [_json.loads(line) for line in f]
+    _, status = os.waitpid(pid, 0)
+    out = [[line[1], line[2]] for line in lines if line[0] == "done"]
+    tried = [line[1] for line in lines if line[0] == "try"]
+    if os.WIFSIGNALED(status) or os.WEXITSTATUS(status):
+        oops = ""
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+        for line in log.splitlines():
+            if "detected buffer overflow" in line:
+                oops = line.split("]", 1)[-1].strip()
+                break
+        out.append([tried[-1] if tried else "?",
+                    f"killed (status {status}): {oops or 'no oops line found'}"])
+    return out
 
 
 TASKS: dict[str, Callable[..., None]] = {

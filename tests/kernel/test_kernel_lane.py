@@ -148,7 +148,8 @@ def test_user_stack_files_and_ocfs2_control_on_the_real_kernel(artefacts: lane.A
     assert got["before"]["loaded_cluster_plugins"] == "o2cb\n"
     if os.environ.get("FAKECFS_KERNEL_RECORD") == "1":
         USERSTACK_RECORDING.write_text(json.dumps(
-            {"kernel": out["hello"]["uname"], "devices": got["devices"], "steps": got["steps"]},
-            indent=1) + "\n", encoding="utf-8")
-    assert got["steps"] == load_recording(USERSTACK_RECORDING)["steps"], \
+            {"kernel": out["hello"]["uname"], "devices": got["devices"], "steps": got["steps"],
+             "down": got["down"]}, indent=1) + "\n", encoding="utf-8")
+    recorded = load_recording(USERSTACK_RECORDING)
+    assert (got["steps"], got["down"]) == (recorded["steps"], recorded["down"]), \
         "the kernel's user-stack answers changed; re-record with FAKECFS_KERNEL_RECORD=1"
