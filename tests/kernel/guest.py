@@ -350,20 +350,37 @@ def _down_phase_in_child(control: str) -> list[list[str]]:
             os.write(wfd, (_json.dumps(["done", *step]) + "\n").encode())
         os._exit(0)
     os.close(wfd)
-    with os.fdopen(rfd, "rb") as f:
-        lines = [_json.loads(line) for line in f]
-    _, status = os.waitpid(pid, 0)
+    # Not a plain read to EOF and waitpid: a task killed by an oops while holding
+    # ocfs2_control's mutex may hang in its exit (closing that very device).
+    import select
+
+    buf, lines = b"", []
+    while True:
+        ready, _, _ = select.select([rfd], [], [], 30)
+        if not ready:
+            break
+        chunk = os.read(rfd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            lines.append(_json.loads(line))
+    os.close(rfd)
+    reaped, status = os.waitpid(pid, os.WNOHANG)
+    if not reaped:
+        status = -1  # still there: stuck in its exit
     out = [[line[1], line[2]] for line in lines if line[0] == "done"]
     tried = [line[1] for line in lines if line[0] == "try"]
-    if os.WIFSIGNALED(status) or os.WEXITSTATUS(status):
+    if status == -1 or os.WIFSIGNALED(status) or os.WEXITSTATUS(status):
         oops = ""
         log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
         for line in log.splitlines():
             if "detected buffer overflow" in line:
                 oops = line.split("]", 1)[-1].strip()
                 break
-        out.append([tried[-1] if tried else "?",
-                    f"killed (status {status}): {oops or 'no oops line found'}"])
+        fate = "stuck" if status == -1 else "killed"
+        out.append([tried[-1] if tried else "?", f"{fate}: {oops or 'no oops line found'}"])
     return out
 
 
