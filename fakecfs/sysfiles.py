@@ -91,6 +91,18 @@ class StackGlue:
     def active(self) -> str:
         return self.cluster_stack if self.active_users else ""
 
+    def loaded_plugins_text(self) -> str:
+        """What 6.1's show function gives: it prints every name at the *start* of the page
+        while counting their lengths, so the last-registered name (o2cb) shows, followed by
+        NUL bytes where the others would be (recorded from the real kernel)."""
+        page = bytearray(4096)
+        total = 0
+        for name in self.plugins:
+            text = f"{name}\n".encode()
+            page[: len(text) + 1] = text + b"\0"
+            total += len(text)
+        return page[:total].decode("latin-1")
+
     def store_cluster_stack(self, data: bytes) -> None:
         if not data:
             return
@@ -108,8 +120,7 @@ class StackGlue:
     def files(self) -> list[ValueFile]:
         files = [
             ValueFile("max_locking_protocol", lambda: "1.0\n"),
-            ValueFile("loaded_cluster_plugins",
-                      lambda: "".join(f"{p}\n" for p in self.plugins)),
+            ValueFile("loaded_cluster_plugins", self.loaded_plugins_text),
             ValueFile(
                 "active_cluster_plugin",
                 lambda: f"{self.plugin_of(self.active)}\n" if self.active else "",

@@ -140,8 +140,9 @@ def run_script(ocfs2_dir: str, control: str, dlm_control: str,
 
 def down_phase(control: str, report: object = None) -> list[list[str]]:
     """A new control daemon (node 31, which the main script left installed) sends DOWN for a
-    UUID no volume has. ``report(step)`` is called before each step is tried, so a caller
-    whose process dies in a step knows which one it was."""
+    UUID no volume has. ``report(step, None)`` is called before each step is tried and
+    ``report(step, result)`` after it, so a caller whose process dies in a step still has
+    the steps before it and knows which one it was."""
     out: list[list[str]] = []
     fd = os.open(control, os.O_RDWR)
     try:
@@ -152,8 +153,10 @@ def down_phase(control: str, report: object = None) -> list[list[str]]:
                          ("E: write DOWN UUID 00000002",
                           lambda: os.write(fd, down(UUID, "00000002")))):
             if report is not None:
-                report(what)  # type: ignore[operator]
+                report(what, None)  # type: ignore[operator]
             out.append([what, _result(fn)])
+            if report is not None:
+                report(what, out[-1][1])  # type: ignore[operator]
     finally:
         os.close(fd)
     return out

@@ -343,11 +343,11 @@ def _down_phase_in_child(control: str) -> list[list[str]]:
     if pid == 0:  # pragma: no cover - the child
         os.close(rfd)
 
-        def report(step: str) -> None:
-            os.write(wfd, (_json.dumps(["try", step]) + "\n").encode())
+        def report(step: str, result: str | None) -> None:
+            line = ["try", step] if result is None else ["done", step, result]
+            os.write(wfd, (_json.dumps(line) + "\n").encode())
 
-        for step in down_phase(control, report):
-            os.write(wfd, (_json.dumps(["done", *step]) + "\n").encode())
+        down_phase(control, report)
         os._exit(0)
     os.close(wfd)
     # Not a plain read to EOF and waitpid: a task killed by an oops while holding

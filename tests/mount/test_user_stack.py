@@ -190,7 +190,7 @@ def test_the_wrong_running_stack_is_refused(cman: tuple[UserNode, str], tmp_path
 def test_ocfs2_control_and_dlm_control_over_fuse(tmp_path: Path) -> None:
     require_fuse()
     with fakecfs_mount(tmp_path / "mnt", "--cluster-stack", "pcmk") as mnt:
-        assert read_attr(mnt / "sys/fs/ocfs2/loaded_cluster_plugins") == "user\no2cb\n"
+        assert read_attr(mnt / "sys/fs/ocfs2/loaded_cluster_plugins") == "o2cb\n\0\0\0\0\0"
         assert not (mnt / "sys/fs/ocfs2/dlm_recover_callback_support").exists()
         assert read_attr(mnt / "proc/misc").splitlines()[:2] == \
             ["  0 ocfs2_control", "  0 dlm-control"]
