@@ -184,7 +184,7 @@ class Daemon:
     # --- effects ---------------------------------------------------------------------
 
     def log(self, text: str, error: bool = False) -> None:
-        self.core.log(text, error)
+        self.core.log(text, error, effect=False)  # printed here, not by a later apply
         self._print(text)
 
     def _print(self, text: str) -> None:

@@ -206,10 +206,12 @@ class Controld:
 
     # --- helpers ---------------------------------------------------------------------
 
-    def log(self, text: str, error: bool = False) -> None:
+    def log(self, text: str, error: bool = False, effect: bool = True) -> None:
+        """Into the DUMP ring, and (``effect``) as a Log effect of the current input."""
         stamp = int(self.clock()) if self.clock else 0
         self.ring.append(f"{stamp} {text}\n")
-        self._out.append(Log(text, error))
+        if effect:
+            self._out.append(Log(text, error))
 
     def _take(self) -> list[Effect]:
         out, self._out = self._out, []

@@ -66,7 +66,7 @@ class NetNs:
         return result[0]
 
 
-def _wait_unshared(pid: int, timeout: float = 10.0) -> None:
+def wait_unshared(pid: int, timeout: float = 10.0) -> None:
     ours = os.readlink("/proc/self/ns/net")
     deadline = time.monotonic() + timeout
     while True:
@@ -90,7 +90,7 @@ def network_namespace() -> Iterator[NetNs]:
     require_root()
     holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
     try:
-        _wait_unshared(holder.pid)
+        wait_unshared(holder.pid)
         ns = NetNs(holder)
         ns.run("ip", "link", "set", "lo", "up")
         yield ns
