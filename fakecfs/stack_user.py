@@ -12,7 +12,9 @@ the misc device ``/dev/misc/ocfs2_control`` in the "T01" text protocol:
   (11 bytes: the locking protocol, at most 1.0, so only ``SETV 01 00``) in either order;
   with both, the open becomes VALID and counts as a control daemon;
 * in VALID, ``DOWN <32-char UUID> %08X\\n`` (47 bytes) asks the filesystem with that UUID
-  to recover that node (an unknown UUID is silently ignored);
+  to recover that node (an unknown UUID is silently ignored). Debian's 6.1 oopses here
+  instead (a fortified strlen traps on the unterminated UUID field; recorded by the
+  kernel lane): fakecfs does what the source means;
 * each write(2) is exactly one message; a wrong length, tag, separator or state is EINVAL,
   a number out of range ERANGE; success returns the byte count;
 * releasing the last VALID open while filesystems are mounted is a lost cluster
@@ -34,7 +36,6 @@ from .tree import KernelError
 
 PROTOCOL_LIST = b"T01\n"
 MAX_PROTO = (1, 0)  # OCFS2_LOCKING_PROTOCOL_MAJOR/MINOR: max_locking_protocol's "1.0"
-UUID_LEN = 32
 SETN_LEN = 14
 SETV_LEN = 11
 DOWN_LEN = 47
