@@ -231,3 +231,60 @@ def test_ocfs2_control_and_dlm_control_over_fuse(tmp_path: Path) -> None:
             assert e.value.errno == errno.EINVAL
         finally:
             os.close(fd)
+
+
+# -- fakecfs run: a node's network namespace -------------------------------------------------
+
+def _run_probe(mnt: Path, *opts: str) -> tuple[str, str]:
+    """(the command's network namespace, whether it reaches an @ocfs2_controld_sock)"""
+    from tests.fakecfs_fixtures import FAKECFS
+
+    probe = ("import os, socket\n"
+             "print(os.readlink('/proc/self/ns/net'))\n"
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+             "try:\n"
+             "    s.connect(b'\\0ocfs2_controld_sock'); print('daemon')\n"
+             "except OSError:\n"
+             "    print('no daemon')\n")
+    out = subprocess.run([FAKECFS, "run", str(mnt), *opts, "--", "python3", "-c", probe],
+                         capture_output=True, text=True, check=True).stdout
+    ns, reached = out.splitlines()[:2]
+    return ns, reached
+
+
+def test_fakecfs_run_gives_a_node_its_own_network_namespace_or_joins_one(
+        tmp_path: Path) -> None:
+    require_fuse()
+    if os.geteuid() != 0:
+        pytest.skip("--netns needs root")
+    host = os.readlink("/proc/self/ns/net")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net") != host,
+                 what="the holder's network namespace")
+        theirs = os.readlink(f"/proc/{holder.pid}/ns/net")
+        # A daemon listening in the holder's namespace: only a node that joins it sees it.
+        listener = subprocess.Popen(
+            ["nsenter", f"--net=/proc/{holder.pid}/ns/net", "--", "python3", "-c",
+             "import socket, time\n"
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+             "s.bind(b'\\0ocfs2_controld_sock'); s.listen(5); print('up', flush=True)\n"
+             "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+        assert listener.stdout is not None and listener.stdout.readline() == "up\n"
+        try:
+            with fakecfs_mount(tmp_path / "mnt") as mnt:
+                ns1, seen1 = _run_probe(mnt, "--node", "n1")
+                ns2, _ = _run_probe(mnt, "--node", "n2")
+                joined, seen3 = _run_probe(mnt, "--node", "n3", "--netns",
+                                           f"/proc/{holder.pid}/ns/net")
+                plain, _ = _run_probe(mnt)
+        finally:
+            listener.kill()
+            listener.wait()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Each node its own, never the host's (one after the other: the number may be reused).
+    assert host not in (ns1, ns2)
+    assert (joined, seen3, seen1) == (theirs, "daemon", "no daemon")
+    assert plain == host  # without --node: the caller's namespace
