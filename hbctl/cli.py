@@ -287,10 +287,15 @@ def status_data(sysroot: Sysroot) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace, sysroot: Sysroot) -> None:
     from .table import render
 
-    _o2cb_stack(sysroot)
+    stack = _o2cb_stack(sysroot)
     data = status_data(sysroot)
+    data["stack"] = stack
     out = []
-    if not data["clusters"]:
+    if stack != "o2cb":
+        out.append(f"cluster stack {stack}: heartbeat and membership are the cluster stack's; "
+                   "services are registered with ocfs2_controld "
+                   "(debugfs.ocfs2 -R \"controld dump\" shows them)\n")
+    elif not data["clusters"]:
         out.append("no cluster registered (hbctl cluster register CLUSTER)\n")
     for c in data["clusters"]:
         out.append(f"cluster {c['cluster']}: heartbeat mode {c['mode']}, dead threshold "

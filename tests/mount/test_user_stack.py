@@ -10,6 +10,7 @@ user-stacks.md §4's (b1-b6, c2/c3/c6, a1/a4, f*_1), driven by our ``ocfs2_hb_ct
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import struct
@@ -100,6 +101,9 @@ def test_two_mounts_and_a_bind_share_one_service_ended_by_the_kernels_stop(
         r = node.run(HBCTL, *argv)
         assert r.rc == 0, r.err
     assert read_attr(node.mnt / "sys/fs/ocfs2/active_cluster_plugin") == "user\n"
+    status = json.loads(node.run(HBCTL, "status", "--json").out)
+    assert status["stack"] == "cman"
+    assert {m["dir"] for m in status["mounts"]} == {"/m/a", "/m/b", "/m/c"}
     assert uuid in node.stack_user()["live_connections"]
     assert [line.split()[3] for line in node.mounts().splitlines()] == \
         ["rw,cluster_stack=cman"] * 3
