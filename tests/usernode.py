@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, wait_for, write_attr
+from tests.userstack.netns import wait_unshared
 
 PROXY = str(Path(__file__).with_name("controld_proxy.py"))
 PY_HB_CTL = str(VENV_BIN / "ocfs2_hb_ctl")
@@ -44,17 +45,8 @@ class Result:
 
 def _holder(*flags: str) -> subprocess.Popen[bytes]:
     holder = subprocess.Popen(["unshare", *flags, "sleep", "infinity"])
-    ours = os.readlink("/proc/self/ns/net")
-    wait_for(lambda: _netns(holder.pid) not in (None, ours), timeout=10,
-             what="the holder's own network namespace")
+    wait_unshared(holder.pid)
     return holder
-
-
-def _netns(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
 
 
 class UserNode:

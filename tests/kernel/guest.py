@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -232,12 +233,29 @@ def task_mount(ch: Channel, dev: str) -> None:
     step("mount m2", run(hbctl, "mount", dev, "/tmp/m2"))
     state("after mount m2")
     step("read through m2", {"text": read_text("/tmp/m2/hello")})
+    step("stack while mounted", _stack_while_mounted())
     step("umount m2", run(hbctl, "umount", "/tmp/m2"))
     state("after umount m2")
     step("umount m1", run(hbctl, "umount", "/tmp/m1"))
     state("after umount m1")
     ch.say("mount", uuid=uuid, steps=steps)
     ch.say("done")
+
+
+def _stack_while_mounted() -> dict[str, object]:
+    """stackglue with an o2cb volume mounted: the active plugin, and cluster_stack writes."""
+    out: dict[str, object] = {"active": read_text("/sys/fs/ocfs2/active_cluster_plugin")}
+    for label in ("pcmk", "o2cb\n"):
+        try:
+            fd = os.open("/sys/fs/ocfs2/cluster_stack", os.O_WRONLY)
+            try:
+                os.write(fd, label.encode())
+            finally:
+                os.close(fd)
+            out[f"write {label.strip()}"] = "ok"
+        except OSError as e:
+            out[f"write {label.strip()}"] = errno.errorcode.get(e.errno or 0, str(e.errno))
+    return out
 
 
 def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:

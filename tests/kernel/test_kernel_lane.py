@@ -123,6 +123,9 @@ def test_hbctl_mount_on_real_ocfs2_and_put_super_runs_our_hb_ctl(artefacts: lane
     assert steps["after mount m2"]["mounts"] == ["/tmp/m1", "/tmp/m2"]
     assert steps["after mount m2"]["refs"] == one
     assert steps["read through m2"]["text"] == "written on the real ocfs2\n"
+    # stackglue while an o2cb volume is mounted (fakecfs: tests/mount/test_mount_lifecycle.py)
+    stack = {k: v for k, v in steps["stack while mounted"].items() if k != "label"}
+    assert stack == {"active": "o2cb\n", "write pcmk": "EBUSY", "write o2cb": "ok"}
     assert steps["after umount m2"]["refs"] == one
     assert steps["after umount m2"]["hb_ctl_calls"] is None  # the superblock lives on
     # The last umount: the kernel's put_super ran hb_ctl_path = our ocfs2_hb_ctl -K -u UUID.
