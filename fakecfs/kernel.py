@@ -22,14 +22,15 @@ import trio
 from hbctl.devices import sector_size_fd
 
 from .heartbeat import HeartbeatRunner
+from .kmod import ModuleTable
 from .misc import ControlDevice, DlmControlDevice, proc_misc_text
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
 from .stack_user import RESTART_MESSAGE, EmergencyRestart, NodeDown, UserStack
-from .sysfiles import USER_PLUGIN, HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
+from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
 from .tree import ROOT_INO, DirEntry, Entry, FileEntry, FileHandle, KernelError, StaticDir
 from .usermode import MountSyscalls
-from .vfs import MountCommand
+from .vfs import CONTROL_DIR, MountCommand
 
 log = logging.getLogger("fakecfs.kernel")
 IMAGE_SECTOR_SIZE = 512  # the logical block size an image file stands for
@@ -47,6 +48,9 @@ class KernelOptions:
     # ocfs2_controld. Off by default: fakecfs emulates the controld mode of user stacks.
     recover_callbacks: bool = False
     cluster_stack: str = "o2cb"  # the label at start (a user label loads the user plugin)
+    # Where this kernel is mounted (its sysroot): put_super's helper gets the surfaces
+    # from there at their real paths. Empty: the helper runs in the daemon's namespace.
+    mountpoint: str = ""
     # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
@@ -82,7 +86,7 @@ class Kernel:
     def __init__(self, options: KernelOptions | None = None) -> None:
         self.options = options or KernelOptions()
         self.hb = O2hbGlobals()
-        self.stackglue = StackGlue(self.options.recover_callbacks, on_load=self._plugin_loaded)
+        self.stackglue = StackGlue(self.options.recover_callbacks)
         self.user_stack = UserStack()
         self.node_downs: list[NodeDown] = []  # DOWN messages that reached a mounted volume
         self.crashed = ""  # why the emulated machine "restarted", if it did
@@ -94,6 +98,13 @@ class Kernel:
         self._running: dict[Region, _Running] = {}
         self._build()
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
+        self.modules = ModuleTable()  # fakecfs/modules: what /proc/modules would list
+        self.stackglue.loaded_plugins = self.modules.stack_plugins
+        self.stackglue.load_plugin = self._load_plugin
+        control = self.root.subdir(CONTROL_DIR)
+        control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
+        control.add(ValueFile("filesystems", self.modules.filesystems))
+        control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
         self.root.subdir("fakecfs").add(
             ValueFile("stack_user", self._stack_user_status, mode=0o444))
         if self.options.cluster_stack != "o2cb":
@@ -130,14 +141,25 @@ class Kernel:
 
     # -- the user stack ---------------------------------------------------------------
 
-    def _plugin_loaded(self, plugin: str) -> None:
-        """modprobe ocfs2_stack_user: its ocfs2_control, and fs/dlm's dlm-control."""
-        if plugin != USER_PLUGIN:
-            return
-        log.info("ocfs2: Registered cluster interface user")
-        for device in (ControlDevice(self.user_stack, self._node_down, self._restart),
-                       DlmControlDevice()):
-            self.register(self.dev_misc.add(device))
+    def _load_plugin(self, plugin: str) -> None:
+        """request_module("ocfs2_stack_<plugin>") (a user label, a user-stack mount)."""
+        loaded = self.modules.load(f"ocfs2_stack_{plugin}")
+        if loaded:
+            log.info("modules: load ocfs2_stack_%s %s", plugin, ", ".join(loaded))
+        self._modules_changed()
+
+    def _modules_changed(self) -> None:
+        """Loaded fs/dlm and ocfs2_stack_user register their misc devices (once: fakecfs
+        keeps surfaces after an unload, as for every module)."""
+        devices = {"dlm": DlmControlDevice,
+                   "ocfs2_stack_user": lambda: ControlDevice(self.user_stack, self._node_down,
+                                                             self._restart)}
+        names = {"dlm": "dlm-control", "ocfs2_stack_user": "ocfs2_control"}
+        for module, make in devices.items():
+            if module in self.modules.loaded and self.dev_misc.lookup(names[module]) is None:
+                if module == "ocfs2_stack_user":
+                    log.info("ocfs2: Registered cluster interface user")
+                self.register(self.dev_misc.add(make()))
 
     def _proc_misc(self) -> str:
         try:
@@ -145,7 +167,7 @@ class Kernel:
                 host = f.read()
         except OSError:
             host = ""
-        return proc_misc_text(host, USER_PLUGIN in self.stackglue.plugins)
+        return proc_misc_text(host, "ocfs2_stack_user" in self.modules.loaded)
 
     def _node_down(self, down: NodeDown) -> None:
         # ocfs2_do_node_down: the volume starts recovery of that node's journal.
@@ -173,6 +195,15 @@ class Kernel:
             raise
         self._trace_entry("write", entry, data, written)
         return written
+
+    def _modprobe(self, data: bytes) -> None:
+        changed = self.modules.store(data)
+        log.info("modules: %s %s", data.decode(errors="replace").strip(),
+                 ", ".join(changed) or "(nothing to do)")
+        self._modules_changed()
+
+    def _fs_mount(self, data: bytes) -> None:
+        log.info("fsmounts: %s", self.modules.store_fs_mount(data))
 
     def register(self, entry: Entry) -> Entry:
         """Give the shell an inode number for ``entry`` (stamping its creation time)."""

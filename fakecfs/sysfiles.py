@@ -62,30 +62,25 @@ USER_PLUGIN = "user"  # the plugin of every label but o2cb (ocfs2_stack_user)
 class StackGlue:
     """``/sys/fs/ocfs2``: the cluster stack label and whether a mount holds the stack.
 
-    The o2cb plugin is loaded from the start. The user plugin is loaded the first time a
-    user label is written to ``cluster_stack`` or a user-stack volume is mounted: fakecfs
-    stands in for the init script's (or the mount's) ``modprobe ocfs2_stack_user``.
+    The o2cb plugin is loaded from the start. The user plugin (the module
+    ``ocfs2_stack_user``, in the kernel's module table) is loaded by ``modprobe``, or the
+    first time a user label is written to ``cluster_stack`` or a user-stack volume is
+    mounted: fakecfs stands in for the init script's (or the mount's) modprobe.
     ``dlm_recover_callback_support`` exists only with ``recover_callbacks`` (kernels since
     2014 have it; without it the tools use ocfs2_controld, the mode fakecfs emulates).
     """
 
-    def __init__(self, recover_callbacks: bool = False,
-                 on_load: Callable[[str], None] | None = None) -> None:
+    def __init__(self, recover_callbacks: bool = False) -> None:
         self.cluster_stack = "o2cb"
         self.active_users = 0  # mounts holding the stack (ocfs2_stack_driver_get)
         self.recover_callbacks = recover_callbacks
-        self.plugins = ["o2cb"]  # newest first, as stackglue's list_add keeps them
-        self._on_load = on_load
+        # The stack plugin modules loaded, oldest first (the kernel's module table says;
+        # o2cb at boot), and how to load one (modprobe ocfs2_stack_<plugin>).
+        self.loaded_plugins: Callable[[], list[str]] = lambda: ["o2cb"]
+        self.load_plugin: Callable[[str], None] = lambda plugin: None
 
     def plugin_of(self, label: str) -> str:
         return "o2cb" if label == "o2cb" else USER_PLUGIN
-
-    def load(self, plugin: str) -> None:
-        """``request_module``: register ``plugin`` unless it is there already."""
-        if plugin not in self.plugins:
-            self.plugins.insert(0, plugin)
-            if self._on_load is not None:
-                self._on_load(plugin)
 
     @property
     def active(self) -> str:
@@ -93,11 +88,12 @@ class StackGlue:
 
     def loaded_plugins_text(self) -> str:
         """What 6.1's show function gives: it prints every name at the *start* of the page
-        while counting their lengths, so the last-registered name (o2cb) shows, followed by
-        NUL bytes where the others would be (recorded from the real kernel)."""
+        while counting their lengths, so the oldest plugin (o2cb, last in its newest-first
+        list) shows, followed by NUL bytes where the others would be (recorded from the
+        real kernel)."""
         page = bytearray(4096)
         total = 0
-        for name in self.plugins:
+        for name in reversed(self.loaded_plugins()):  # stackglue's list: newest first
             text = f"{name}\n".encode()
             page[: len(text) + 1] = text + b"\0"
             total += len(text)
@@ -115,7 +111,7 @@ class StackGlue:
             raise KernelError(errno.EBUSY, "a different cluster stack is in use")
         self.cluster_stack = label
         if label != "o2cb":
-            self.load(USER_PLUGIN)
+            self.load_plugin(USER_PLUGIN)
 
     def files(self) -> list[ValueFile]:
         files = [

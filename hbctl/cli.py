@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                        "mount(2). On a user stack (pcmk, cman) the mount joins the volume's "
                        "group through ocfs2_controld (service 'ocfs2', one for all mounts). "
                        "Against fakecfs the mount is emulated and DIR is a virtual "
-                       "name; on a real host mount(8) is run. --bind/--rbind: SRC DST.")
+                       "name; on a real host mount(8) is run. --bind/--rbind: SRC DST. "
+                       "-o remount[,ro|rw]: change a mount's options (no reference).")
     m.add_argument("source", metavar="DEVICE|SRC")
     m.add_argument("target", metavar="DIR|DST")
     kind = m.add_mutually_exclusive_group()
@@ -401,6 +402,11 @@ def cmd_mount(args: argparse.Namespace, sysroot: Sysroot) -> None:
         done = mounting.mount(sysroot, args.source, args.target, options)
     except mounting.MountError as e:
         raise CliError(str(e)) from e
+    if done.remount:
+        rest = [o for o in options if o != "remount"]
+        print(f"{done.uuid}: remounted {os.path.abspath(args.target)} "
+              f"({','.join(rest) or 'rw'}, no new reference)")
+        return
     if done.user_stack:
         hb = f"cluster_stack={done.user_stack}, service ocfs2 joined through ocfs2_controld"
     elif done.heartbeat == "local":

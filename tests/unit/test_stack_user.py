@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from fakecfs.kmod import ModuleTable
 from fakecfs.misc import proc_misc_text
 from fakecfs.stack_user import (
     ControlOpen,
@@ -202,15 +203,16 @@ def files(glue: StackGlue) -> dict[str, str]:
     return {f.name: f.show().decode() for f in glue.files()}
 
 
-def test_a_user_label_loads_the_user_plugin_newest_first() -> None:
-    loaded: list[str] = []
-    glue = StackGlue(on_load=loaded.append)
+def test_a_user_label_loads_the_user_plugin_module() -> None:
+    table = ModuleTable()
+    glue = StackGlue()
+    glue.loaded_plugins = table.stack_plugins
+    glue.load_plugin = lambda plugin: table.load(f"ocfs2_stack_{plugin}") and None
     assert files(glue)["loaded_cluster_plugins"] == "o2cb\n"
     glue.store_cluster_stack(b"pcmk\n")
     glue.store_cluster_stack(b"cman")
-    assert loaded == ["user"]
-    assert glue.plugins == ["user", "o2cb"]
-    # 6.1 prints each name at the start of the page: the last one, then NULs (recorded)
+    assert table.loaded[-2:] == ["dlm", "ocfs2_stack_user"]  # fs/dlm first: a dependency
+    # 6.1 prints each name at the start of the page: the oldest one, then NULs (recorded)
     assert files(glue)["loaded_cluster_plugins"] == "o2cb\n\0\0\0\0\0"
     assert files(glue)["cluster_stack"] == "cman\n"
 
