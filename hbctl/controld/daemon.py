@@ -1,8 +1,7 @@
-"""``ocfs2_controld.pcmk`` / ``ocfs2_controld.cman``: the daemon's trio shell.
+"""ocfs2_controld's trio shell: one running daemon (the commands are in ``main``).
 
-Wires the pieces together: the stack check (``cluster_stack`` must name this daemon's
-stack), the membership (corosync CPG, or a single node), the client socket
-``@ocfs2_controld_sock`` (256-byte records through ``proto``), the state machine
+Wires the pieces together: the membership (corosync CPG, or a single node), the client
+socket ``@ocfs2_controld_sock`` (256-byte records through ``proto``), the state machine
 (``mountgroups.Controld``) and the kernel's ``ocfs2_control`` device (``kernelctl``). All
 decisions are the core's; this file only moves bytes and events and carries out effects.
 
@@ -20,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import getopt
 import itertools
 import math
 import os
@@ -29,7 +26,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+import traceback
 from dataclasses import dataclass
 
 import trio
@@ -55,105 +52,13 @@ from hbctl.controld.mountgroups import (
     NodeDown,
     Reply,
 )
+from hbctl.controld.options import Options
 from hbctl.errors import O2cbError
-from hbctl.stack import determine_stack
 from hbctl.sysroot import from_env
 
 DAEMON_GROUP = "ocfs2:controld"
 GROUP_PREFIX = "ocfs2:"
-PID_FILE = "/var/run/ocfs2_controld.pid"
 VERSION = "1.0"  # CONTROLD_PROTOCOL_MAJOR.MINOR
-
-USAGE = """\
-Usage:
-
-{prog} [options]
-
-Options:
-
-  -D                 Enable debugging code and don't fork (log to stderr)
-  -h                 Print this help, then exit
-  -V                 Print program version information, then exit
-
-Options of this implementation (not in upstream's daemon):
-
-  --membership MODE  corosync: CPG groups of the corosync in this network namespace;
-                     local: a single-node cluster, no corosync;
-                     auto (default): corosync if it answers, else local
-  --nodeid N         local membership: this node's id (default 1)
-  --cluster-name C   local membership: the cluster name MOUNT must carry (default: any)
-  --join-delay-ms N  local membership: confirm joins after N ms (default 0)
-  --sysroot DIR      kernel surfaces under DIR (default $HBCTL_SYSROOT or /)
-  --control-device P the kernel's ocfs2_control (default SYSROOT/dev/misc/ocfs2_control;
-                     'none': do not talk to the kernel)
-  --pid-file P       lock file (default {pid_file}; 'none': no lock)
-
-The daemon serves the abstract socket @ocfs2_controld_sock of its network namespace.
-"""
-
-
-class UsageError(Exception):
-    pass
-
-
-@dataclass
-class Options:
-    debug: bool = False
-    membership: str = "auto"
-    nodeid: int = 1
-    cluster_name: str | None = None
-    join_delay_ms: int = 0
-    sysroot: str | None = None
-    control_device: str | None = None
-    pid_file: str | None = PID_FILE
-
-
-def parse_args(argv: Sequence[str]) -> Options:
-    """getopt as upstream (``DhV``) plus long options; UsageError on a bad option."""
-    longopts = ["membership=", "nodeid=", "cluster-name=", "join-delay-ms=", "sysroot=",
-                "control-device=", "pid-file=", "help", "version"]
-    try:
-        pairs, rest = getopt.gnu_getopt(list(argv), "DhV", longopts)
-    except getopt.GetoptError as e:
-        raise UsageError(str(e)) from e
-    if rest:
-        raise UsageError(f"unexpected argument {rest[0]!r}")
-    o = Options()
-    for flag, value in pairs:
-        if flag == "-D":
-            o.debug = True
-        elif flag in ("-h", "--help"):
-            o.membership = "help"
-        elif flag in ("-V", "--version"):
-            o.membership = "version"
-        elif flag == "--membership":
-            if value not in ("auto", "corosync", "local"):
-                raise UsageError(f"--membership must be auto, corosync or local, not {value!r}")
-            o.membership = value
-        elif flag in ("--nodeid", "--join-delay-ms"):
-            try:
-                n = int(value, 10)
-            except ValueError:
-                raise UsageError(f"{flag} needs a number, not {value!r}") from None
-            limit = 0xFFFFFFFF if flag == "--nodeid" else 3_600_000
-            if not (1 if flag == "--nodeid" else 0) <= n <= limit:
-                raise UsageError(f"{flag} {value} is out of range")
-            if flag == "--nodeid":
-                o.nodeid = n
-            else:
-                o.join_delay_ms = n
-        elif flag == "--cluster-name":
-            if not value or " " in value:
-                raise UsageError("--cluster-name must be a non-empty word")
-            o.cluster_name = value
-        elif flag == "--sysroot":
-            o.sysroot = value
-        elif flag == "--control-device":
-            o.control_device = value
-        elif flag == "--pid-file":
-            o.pid_file = None if value == "none" else value
-    return o
-
 
 class DaemonExit(Exception):
     def __init__(self, status: int, reason: str) -> None:
@@ -198,7 +103,8 @@ class Daemon:
             elif isinstance(effect, Reply):
                 client = self.clients.get(effect.client)
                 if client is not None and not client.dropped:
-                    client.send.send_nowait(effect.records)
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        client.send.send_nowait(effect.records)  # closed: it hung up
             elif isinstance(effect, DropClient):
                 self._drop(effect.client)
             elif isinstance(effect, JoinGroup):
@@ -268,8 +174,10 @@ class Daemon:
         async def writer() -> None:
             async with replies:
                 async for records in replies:
+                    data = memoryview(b"".join(records))
                     try:
-                        await sock.send(b"".join(records))
+                        while data:
+                            data = data[await sock.send(data):]
                     except OSError:
                         continue  # the reader sees the hang-up and cleans up
         try:
@@ -302,7 +210,17 @@ class Daemon:
                 except proto.ProtocolError as e:
                     await self.apply(self.core.client_garbage(cid, e))
                 else:
-                    await self.apply(self.core.client_record(cid, msg))
+                    try:
+                        await self.apply(self.core.client_record(cid, msg))
+                    except DaemonExit:
+                        raise
+                    except Exception as e:
+                        # A bug must cost this client, never the daemon and the others.
+                        self.log(f"internal error on client {cid}'s {msg.verb}: {e!r}",
+                                 error=True)
+                        traceback.print_exc(file=sys.stderr)
+                        await self.apply(self.core.client_garbage(
+                            cid, proto.ProtocolError(errno.EPROTO, "internal error")))
                 if client.dropped:
                     return
 
@@ -377,18 +295,6 @@ class ReadyPipe:
             self.fd = None
 
 
-def lock_pid_file(path: str) -> int:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 async def run(stack: str, o: Options, ready: ReadyPipe) -> int:
     """The daemon's life; returns its exit status."""
     async with trio.open_nursery() as nursery:
@@ -414,7 +320,10 @@ async def run(stack: str, o: Options, ready: ReadyPipe) -> int:
         try:
             nursery.start_soon(d.follow_membership)
             nursery.start_soon(d.follow_signals)
-            await membership.join(DAEMON_GROUP)
+            try:
+                await membership.join(DAEMON_GROUP)
+            except OSError as e:
+                raise DaemonExit(1, f"Unable to join the daemon group: {e}") from e
             await d.ready.wait()
             try:
                 listener = listen()
@@ -431,103 +340,3 @@ async def run(stack: str, o: Options, ready: ReadyPipe) -> int:
                 control.close()
             raise
     return 0
-
-
-def _first_exit(exc: BaseException) -> DaemonExit | None:
-    if isinstance(exc, DaemonExit):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_exit(inner)
-            if found is not None:
-                return found
-    return None
-
-
-def _run_guarded(stack: str, o: Options, ready: ReadyPipe) -> int:
-    """Lock the pid file, run, and turn a DaemonExit into an exit status."""
-    prog = f"ocfs2_controld.{stack}"
-    failure: str | None = None
-    status = 0
-    if o.pid_file:
-        try:
-            lock_pid_file(o.pid_file)
-        except OSError as e:
-            busy = e.errno in (errno.EAGAIN, errno.EACCES)
-            failure = (f"cannot lock {o.pid_file}: "
-                       f"{'another ocfs2_controld runs' if busy else e.strerror}")
-            status = 1
-    if failure is None:
-        try:
-            status = trio.run(run, stack, o, ready)
-        except BaseException as e:
-            exit_ = _first_exit(e)
-            if exit_ is None:
-                raise
-            status = exit_.status
-            failure = str(exit_) if exit_.status else None
-    if failure is not None:
-        if ready.fd is not None:
-            ready.say(failure)
-        else:
-            print(f"{prog}: {failure}", file=sys.stderr)
-    return status
-
-
-def _daemonize(stack: str, o: Options) -> int:
-    """Fork; the parent returns once the child listens (0) or failed (1, its reason)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as r:
-            answer = r.read().decode(errors="replace").strip()
-        if answer == "ok":
-            return 0
-        print(f"ocfs2_controld.{stack}: {answer or 'daemon died while starting'}",
-              file=sys.stderr)
-        return 1
-    os.close(read_end)
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os._exit(_run_guarded(stack, o, ReadyPipe(write_end)))
-
-
-def main(stack: str, argv: Sequence[str] | None = None) -> int:
-    prog = f"ocfs2_controld.{stack}"
-    try:
-        o = parse_args(sys.argv[1:] if argv is None else argv)
-    except UsageError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        print("Please use '-h' for usage.", file=sys.stderr)
-        return 1
-    if o.membership == "help":
-        print(USAGE.format(prog=prog, pid_file=PID_FILE), end="")
-        return 0
-    if o.membership == "version":
-        print(f"ocfs2_controld (hbctl, protocol {VERSION}, stack {stack})")
-        return 0
-    sysroot = from_env(o.sysroot)
-    try:
-        running = determine_stack(sysroot)
-    except O2cbError as e:
-        print(f"{prog}: {e.message} while determining the current cluster stack",
-              file=sys.stderr)
-        return 1
-    if running != stack:
-        print(f'{prog}: This daemon supports the "{stack}" stack, but the "{running}" stack '
-              "is in use", file=sys.stderr)
-        return 1
-    if o.debug:
-        return _run_guarded(stack, o, ReadyPipe(None))
-    return _daemonize(stack, o)
-
-
-def main_pcmk() -> int:
-    return main("pcmk")
-
-
-def main_cman() -> int:
-    return main("cman")

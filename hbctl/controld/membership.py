@@ -103,7 +103,13 @@ class CorosyncMembership(Membership):
 
     def __init__(self, nursery: trio.Nursery, probe_group: corosync.CpgGroup) -> None:
         """``probe_group``: an initialised (not yet joined) handle, proof corosync answers."""
-        super().__init__(probe_group.local_nodeid(), corosync.cluster_name())
+        try:
+            name: str | None = corosync.cluster_name()
+        except CorosyncError:
+            # corosync runs but its configuration names no cluster: nothing to check
+            # MOUNT's cluster name against (the C tools' cmap query fails there too).
+            name = None
+        super().__init__(probe_group.local_nodeid(), name)
         self._nursery = nursery
         self.groups: dict[str, corosync.CpgGroup] = {}
         self._spare: corosync.CpgGroup | None = probe_group

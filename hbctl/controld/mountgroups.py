@@ -34,6 +34,9 @@ bytes. Deliberate differences, each because upstream's behaviour is a bug a test
   descriptor does not match`` is kept as a constant but is unreachable;
 - an error found while handling MRESULT is reported once, not kept and replayed into the
   next reply of that mountgroup;
+- a MOUNT refused while the mountgroup's last service is leaving does not free the
+  mountgroup (upstream does, and the leave's deferred answer is then lost: its client
+  hangs forever);
 - the dlm_controld registration step (``dlmc_fs_register``: dlm 4 refuses it unless a hidden
   option is set) is not made: a confirmed CPG join is a registered mountgroup;
 - records upstream never answers (malformed ones, ``LISTMOUNTS``, daemon-only verbs) make the
@@ -295,7 +298,9 @@ class Controld:
                 mg.notified = True
             else:
                 self.log(f"mount: {fail.text}", error=True)
-                if not mg.services:
+                # Free only a mountgroup this MOUNT created; one whose last service is
+                # leaving (in progress, empty) must live until its leave answers.
+                if not mg.services and mg.in_progress is None:
                     self.log("mount: freeing failed mountgroup")
                     del self.mountgroups[uuid]
             return None

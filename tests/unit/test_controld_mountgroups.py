@@ -378,6 +378,18 @@ def test_join_that_cannot_start_answers_the_mounter() -> None:
     assert not c.have_mounts()
 
 
+def test_mount_refused_during_the_last_leave_keeps_the_leaving_group() -> None:
+    # Found by hypothesis: upstream frees the mountgroup here and client 1 never hears back.
+    c = make()
+    send(c, 1, proto.mount(U, "uc", DEV, "ocfs2"))
+    c.group_joined(U, [1])
+    assert acts(send(c, 1, proto.mresult(U, 19, "ocfs2"))) == [LeaveGroup(U)]
+    assert status_of(c, 2, proto.mount(U, "uc", DEV, "ocfs2")) == (
+        errno.EBUSY, "Another mount is in progress")
+    assert statuses(c.group_left(U), 1) == [(0, "OK")]
+    assert not c.have_mounts()
+
+
 def test_unexpected_leave_of_a_live_group_exits() -> None:
     c = make()
     start(c, 1, "s")

@@ -8,9 +8,9 @@ import pytest
 import trio
 
 from hbctl.controld import kernelctl
-from hbctl.controld.daemon import Options, UsageError, parse_args
 from hbctl.controld.membership import LocalMembership
 from hbctl.controld.mountgroups import REASON_JOIN, REASON_LEAVE
+from hbctl.controld.options import Options, UsageError, parse_args
 from hbctl.errors import Code, O2cbError
 
 U = "1431E6308F3E4C30B5A4906741DD1C4D"

@@ -2,11 +2,12 @@
 
 Topology: four network namespaces made by the test (never the host's): one holds a bridge,
 each of the three nodes has a veth pair into it and an address in 10.213.0.0/24 *inside its
-namespace only*. Each node runs Debian's corosync 3 (knet, ``token: 1000``) with ``-f -c
-FILE`` in a private mount namespace (its own ``/run`` tmpfs and ``/var/lib/corosync``),
-and an ``ocfs2_controld.pcmk --membership corosync`` whose kernel control device is a plain
-file (``T01\\n`` to read; the daemon's writes land after it). Everything is killed and
-removed at the end, whatever happened.
+namespace only*. Each node also has a private mount namespace (its own ``/run``,
+``/dev/shm`` — where libqb keeps corosync's IPC files — and ``/var/lib/corosync``) shared by
+its Debian corosync 3 (knet, ``token: 1000``, ``-f -c FILE``) and its ``ocfs2_controld.pcmk
+--membership corosync``, whose kernel control device is a plain file (``T01\\n`` to read;
+the daemon's writes land after it). Everything is killed and removed at the end, whatever
+happened.
 """
 
 from __future__ import annotations
@@ -117,43 +118,50 @@ def wait_until(what: str, cond: object, timeout: float, nodes: list[Node]) -> fl
         time.sleep(0.05)
 
 
+def corosync_answers(node: Node) -> bool:
+    """True once ``corosync-cmapctl`` gets an answer; a skip if corosync died first (it
+    cannot run here: a kernel or sandbox without what knet needs)."""
+    assert node.corosync is not None
+    if node.corosync.poll() is not None:
+        pytest.skip(f"corosync cannot run here (exit {node.corosync.returncode}): "
+                    + node.log()[-500:].strip())
+    return node.ns.run("corosync-cmapctl", "-g", "totem.cluster_name",
+                       check=False).returncode == 0
+
+
 @contextmanager
 def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
     require_corosync()
     with ExitStack() as stack:
         bridge = stack.enter_context(network_namespace())
+        nodes: list[Node] = []
         try:
             bridge.run("ip", "link", "add", "br0", "type", "bridge")
             bridge.run("ip", "link", "set", "br0", "up")
+            for i in range(1, n + 1):
+                ns = stack.enter_context(network_namespace(mount=True))
+                d = tmp / f"node{i}"
+                (d / "var-lib-corosync").mkdir(parents=True)
+                ns.run("mount", "--bind", str(d / "var-lib-corosync"), "/var/lib/corosync")
+                ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}",
+                       "netns", bridge.path)
+                bridge.run("ip", "link", "set", f"p{i}", "master", "br0", "up")
+                ns.run("ip", "addr", "add", f"{SUBNET}.{i}/24", "dev", "eth0")
+                ns.run("ip", "link", "set", "eth0", "up")
+                nodes.append(Node(i, ns, d))
         except subprocess.CalledProcessError as e:
-            pytest.skip(f"cannot make a bridge here: {e.stderr.strip()}")
-        nodes: list[Node] = []
-        for i in range(1, n + 1):
-            ns = stack.enter_context(network_namespace())
-            d = tmp / f"node{i}"
-            (d / "var-lib-corosync").mkdir(parents=True)
-            ns.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", f"p{i}",
-                   "netns", bridge.path)
-            bridge.run("ip", "link", "set", f"p{i}", "master", "br0", "up")
-            ns.run("ip", "addr", "add", f"{SUBNET}.{i}/24", "dev", "eth0")
-            ns.run("ip", "link", "set", "eth0", "up")
-            nodes.append(Node(i, ns, d))
+            pytest.skip(f"cannot wire network namespaces here ({' '.join(e.cmd[3:])}): "
+                        f"{e.stderr.strip()}")
         stack.callback(lambda: [node.kill() for node in nodes])
         for node in nodes:
             conf = node.dir / "corosync.conf"
             conf.write_text(corosync_conf(n))
-            script = (f"mount -t tmpfs tmpfs /run && "
-                      f"mount --bind {node.dir / 'var-lib-corosync'} /var/lib/corosync && "
-                      f"exec corosync -f -c {conf}")
-            node.corosync = _spawn(
-                node.ns.cmd("unshare", "--mount", "--propagation", "private",
-                            "sh", "-c", script),
-                node.dir / "corosync.log")
+            node.corosync = _spawn(node.ns.cmd("corosync", "-f", "-c", str(conf)),
+                                   node.dir / "corosync.log")
         for node in nodes:
             # Like an init system: the daemon starts once its corosync answers.
-            wait_until(f"corosync on node{node.nodeid}", lambda node=node: node.ns.run(
-                "corosync-cmapctl", "-g", "totem.cluster_name", check=False).returncode == 0,
-                START_TIMEOUT_S, nodes)
+            wait_until(f"corosync on node{node.nodeid}",
+                       lambda node=node: corosync_answers(node), START_TIMEOUT_S, nodes)
             sysroot = fake_sysroot(node.dir / "sysroot", "pcmk")
             control_file(node.control)
             node.controld = _spawn(

@@ -14,24 +14,28 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
+from tests.ipcns import wait_for_own_namespace
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetNs:
-    def __init__(self, holder: subprocess.Popen[bytes]) -> None:
+    def __init__(self, holder: subprocess.Popen[bytes], mount: bool = False) -> None:
         self.holder = holder
         self.path = f"/proc/{holder.pid}/ns/net"
+        self.mount = mount
 
     def cmd(self, *argv: str) -> list[str]:
-        """``argv`` run inside this namespace (and nothing else of the holder's)."""
-        return ["nsenter", f"--net={self.path}", "--", *argv]
+        """``argv`` run inside this namespace (and the holder's mount namespace if it has
+        one of its own)."""
+        extra = [f"--mount=/proc/{self.holder.pid}/ns/mnt"] if self.mount else []
+        return ["nsenter", f"--net={self.path}", *extra, "--", *argv]
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.cmd(*argv), capture_output=True, text=True, check=check,
@@ -66,18 +70,8 @@ class NetNs:
         return result[0]
 
 
-def wait_unshared(pid: int, timeout: float = 10.0) -> None:
-    ours = os.readlink("/proc/self/ns/net")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if os.readlink(f"/proc/{pid}/ns/net") != ours:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} never left our network namespace")
-        time.sleep(0.005)
+def wait_unshared(pid: int) -> None:
+    wait_for_own_namespace(pid, kind="net")
 
 
 def require_root() -> None:
@@ -86,12 +80,18 @@ def require_root() -> None:
 
 
 @contextmanager
-def network_namespace() -> Iterator[NetNs]:
+def network_namespace(mount: bool = False) -> Iterator[NetNs]:
+    """A new network namespace; with ``mount``, a private mount namespace too, whose
+    ``/run`` and ``/dev/shm`` are fresh tmpfs (gone with the namespace: corosync's libqb
+    leaves its IPC files in ``/dev/shm`` when killed)."""
     require_root()
-    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    extra = ["--mount", "--propagation", "private"] if mount else []
+    holder = subprocess.Popen(["unshare", "--net", *extra, "sleep", "infinity"])
     try:
         wait_unshared(holder.pid)
-        ns = NetNs(holder)
+        ns = NetNs(holder, mount)
+        if mount:
+            ns.run("sh", "-c", "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /dev/shm")
         ns.run("ip", "link", "set", "lo", "up")
         yield ns
     finally:
