@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def image(tmp_path: Path) -> str:
     return str(p)
 
 
+@contextmanager
 def start_daemon(ns: NetNs, tmp: Path, *extra: str) -> Iterator[RunningDaemon]:
     sysroot = fake_sysroot(tmp / "sysroot")
     control_file(tmp / "ocfs2_control")
@@ -49,7 +51,8 @@ def start_daemon(ns: NetNs, tmp: Path, *extra: str) -> Iterator[RunningDaemon]:
 
 @pytest.fixture
 def daemon(ns: NetNs, tmp_path: Path) -> Iterator[RunningDaemon]:
-    yield from start_daemon(ns, tmp_path)
+    with start_daemon(ns, tmp_path) as d:
+        yield d
 
 
 def join(d: RunningDaemon, service: str, device: str, uuid: str = U) -> None:
@@ -86,7 +89,7 @@ def test_services_join_and_leave_over_the_socket(daemon: RunningDaemon, image: s
 
 def test_bad_clients_are_dropped_and_others_unaffected(ns: NetNs, tmp_path: Path,
                                                        image: str) -> None:
-    for d in start_daemon(ns, tmp_path, "--join-delay-ms", "300"):
+    with start_daemon(ns, tmp_path, "--join-delay-ms", "300") as d:
         # A first mount waits for its (delayed) join while bad clients come and go.
         waiting = d.connect()
         waiting.send(proto.mount(U, "uc", image, "svc"))
@@ -120,7 +123,7 @@ def test_bad_clients_are_dropped_and_others_unaffected(ns: NetNs, tmp_path: Path
 
 def test_mounter_vanishing_mid_join_leaves_nothing(ns: NetNs, tmp_path: Path,
                                                    image: str) -> None:
-    for d in start_daemon(ns, tmp_path, "--join-delay-ms", "200"):
+    with start_daemon(ns, tmp_path, "--join-delay-ms", "200") as d:
         c = d.connect()
         c.send(proto.mount(U, "uc", image, "svc"))
         c.close()

@@ -68,6 +68,8 @@ def test_three_corosync_nodes(tmp_path: Path) -> None:
         timings["start_to_3_daemons_s"] = time.monotonic() - t_start
         # Cluster name and node ids come from corosync (cmap, cpg_local_get).
         assert n2.connect().listing(proto.listclusters()) == [CLUSTER]
+        assert n2.connect().call(proto.mount(U, "pacemaker", dev, "x")) == (
+            22, "Invalid cluster name")
         assert "SETN" not in n1.control.read_text()  # no join yet, no kernel handshake
 
         # Join on three nodes, one after the other: each MOUNT waits for CPG.
