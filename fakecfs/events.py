@@ -29,17 +29,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .tree import KernelError, StreamFile
+from .tree import FileHandle, HandleFile, KernelError
 
 KINDS = {
     "node_up": "a node became live in a region (o2hb's 'joined my region')",
-    "node_down": "a node left a region: dead by silence, or a clean leave (generation 0)",
+    "node_down": "a node left a region: dead by silence, or a clean leave (generation 0); "
+                 "user stacks: ocfs2_controld's DOWN for a mounted volume",
     "region_started": "a region reached steady state; the dev write returned",
     "region_aborted": "a start failed: 'Unable to stabilize', an I/O error, a signal",
     "region_stopped": "a region's heartbeat ended (rmdir, local node removed, unmount)",
     "quorum_region": "global mode: a region became a quorum device",
     "write_timeout": "no good write for the write timeout ('Heartbeat write timeout')",
-    "fenced": "the node fenced itself: every region stopped without a clean leave",
+    "fenced": "the node fenced itself: every region stopped without a clean leave (user "
+              "stacks: the emergency restart when ocfs2_control is released with mounts)",
     "io_error": "a heartbeat read or write failed",
     "bad_crc": "a live node's block had a bad checksum (counted as a miss)",
     "slot_conflict": "our slot on disk is not what we wrote ('Another node is heartbeating')",
@@ -138,7 +140,17 @@ class EventLog:
         return out
 
 
-class EventsFile(StreamFile):
+class _EventsHandle(FileHandle):
+    """One open of fakecfs/events: reads at the file offset, from the log as it is now."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.log.read(offset, size)
+
+
+class EventsFile(HandleFile):
     """``fakecfs/events``: the log, read-only, readable by anyone; st_size is its length."""
 
     def __init__(self, log: EventLog) -> None:
@@ -152,5 +164,5 @@ class EventsFile(StreamFile):
         if write:
             raise KernelError(errno.EACCES)
 
-    def read_at(self, offset: int, size: int) -> bytes:
-        return self.log.read(offset, size)
+    def open_handle(self) -> FileHandle:
+        return _EventsHandle(self.log)

@@ -108,10 +108,23 @@ class FileEntry(Entry):
         raise KernelError(errno.EACCES)
 
 
-class StreamFile(FileEntry):
-    """A file read at offsets from content that grows (no per-open buffer): fakecfs/events."""
+class FileHandle:
+    """One open of a :class:`HandleFile`: state that lives from open(2) to close(2)."""
 
-    def read_at(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes:
+        raise KernelError(errno.EINVAL)
+
+    def write(self, data: bytes) -> int:
+        raise KernelError(errno.EINVAL)
+
+    def release(self) -> None:
+        """The last close of this open file."""
+
+
+class HandleFile(FileEntry):
+    """A file whose reads and writes depend on the open (a misc device's private data)."""
+
+    def open_handle(self) -> FileHandle:
         raise NotImplementedError
 
 
