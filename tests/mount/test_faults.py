@@ -26,7 +26,15 @@ from fakecfs import daemon
 from fakecfs.control import Events, FaultRefused, Faults
 from fakecfs.hbdisk import decode_block
 from tests.fakecfs_fixtures import FAKECFS, fakecfs_mount, read_attr, require_fuse, wait_for
-from tests.nodes import Region, configure, livenodes, mkfs, start_region, start_regions
+from tests.nodes import (
+    Region,
+    configure,
+    dev_write_errno,
+    livenodes,
+    mkfs,
+    start_region,
+    start_regions,
+)
 
 INTERVAL_MS = 100
 THRESHOLD = 11
@@ -98,15 +106,9 @@ def prepare(cdir: Path, region: Region) -> Path:
 
 def write_dev(rdir: Path, image: Path) -> None:
     """The start: libo2cb writes its descriptor's number to dev (blocks until steady)."""
-    fd = os.open(image, os.O_RDWR)
-    try:
-        dev = os.open(rdir / "dev", os.O_WRONLY)
-        try:
-            os.write(dev, str(fd).encode())
-        finally:
-            os.close(dev)
-    finally:
-        os.close(fd)
+    err = dev_write_errno(rdir, image)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 def slot_generation(image: Path, region: Region, node: int) -> int:
