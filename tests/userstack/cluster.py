@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from hbctl.controld import proto
+from tests.netns import NetNs, network_namespace, require_root
 from tests.userstack import ctl
 from tests.userstack.daemon import BIN, control_file, fake_sysroot
-from tests.userstack.netns import NetNs, network_namespace, require_root
 
 SUBNET = "10.213.0"
 CLUSTER = "uc"

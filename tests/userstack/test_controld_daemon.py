@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from hbctl.controld import proto
+from tests.netns import NetNs, network_namespace
 from tests.userstack.daemon import BIN, RunningDaemon, control_file, controld, fake_sysroot
-from tests.userstack.netns import NetNs, network_namespace
 
 U = "1431E6308F3E4C30B5A4906741DD1C4D"
 U2 = "D7B7157609244D26B8BBA703A1E7B2CA"
