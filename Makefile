@@ -31,7 +31,7 @@ demo: setup
 	$(PY) -m fakecfs.demo
 
 test: setup
-	$(PY) -m ruff check fakecfs hbctl tests bench container
+	$(PY) -m ruff check fakecfs hbctl ocfs2fmt tests bench container
 	$(PY) -m mypy
 	$(PY) -m pytest -q -ra
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from hbctl.devices import sector_size_fd
+from ocfs2fmt.blockdev import sector_size_fd
 
 from .heartbeat import HeartbeatRunner
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from hbctl.devices import read_volume_fd
-from hbctl.ondisk import OnDiskError, Volume
+from ocfs2fmt.blockdev import read_volume_fd
+from ocfs2fmt.ondisk import OnDiskError, Volume
 
 from .heartbeat import HeartbeatRunner
 from .o2hb import Region

@@ -100,7 +100,7 @@ class Volume:
             ["mkfs.ocfs2", "-q", "-F", "-b", "4096", "-C", "4096", "-N", "4", "-J", "size=4M",
              "-L", "lane", "--cluster-stack=o2cb", "--cluster-name=demo", str(path)],
             check=True, stdin=subprocess.DEVNULL, capture_output=True)
-        from hbctl.devices import read_volume_with_sector
+        from ocfs2fmt.blockdev import read_volume_with_sector
 
         volume, desc = read_volume_with_sector(str(path))
         return cls(path, volume.uuid, desc.start_block * desc.block_bytes,
