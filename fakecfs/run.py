@@ -28,15 +28,20 @@ import contextlib
 import ctypes
 import errno
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fakecfs import shim
+
 PROG = "fakecfs run"
+# What Debian's ocfs2-tools installs: a missing one gets the package named, not just ENOENT.
+OCFS2_TOOLS = frozenset({
+    "o2cb", "o2cluster", "o2hbmonitor", "o2image", "ocfs2_hb_ctl", "debugfs.ocfs2",
+    "fsck.ocfs2", "mkfs.ocfs2", "mount.ocfs2", "mounted.ocfs2", "tunefs.ocfs2",
+})
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -47,11 +52,6 @@ MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 2
-
-PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
-PRELOAD_NAME = "fakecfs_preload.so"
-PRELOAD_SOURCE = os.path.join(PRELOAD_DIR, "fakecfs_preload.c")
-
 
 class RunError(Exception):
     """``fakecfs run`` cannot set up the namespace; the message says why."""
@@ -75,49 +75,6 @@ SURFACES = (
     Surface("proc/sys/fs/ocfs2", ("/proc/sys/fs/ocfs2",), required=False),
     Surface("sys/kernel/debug/o2hb", ("/sys/kernel/debug/o2hb",), required=False),
 )
-
-
-# -- the shim -------------------------------------------------------------------------
-
-
-def preload_library() -> str:
-    """Path of the statfs shim, built with ``cc`` when missing or older than its source."""
-    built = os.path.join(PRELOAD_DIR, PRELOAD_NAME)
-    if _fresh(built):
-        return built
-    if not os.path.exists(PRELOAD_SOURCE):
-        raise RunError(f"{built} is missing and so is its source {PRELOAD_SOURCE}")
-    out = built if os.access(PRELOAD_DIR, os.W_OK) else _cache_path()
-    if _fresh(out):
-        return out
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
-        raise RunError(f"{built} is missing and no C compiler (cc) is installed to build it: "
-                       "install gcc, or run 'make -C fakecfs/preload'")
-    proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-fPIC", "-shared", "-o", out, PRELOAD_SOURCE, "-ldl"],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        raise RunError(f"building {out} failed:\n{proc.stderr.strip()}")
-    return out
-
-
-def _fresh(path: str) -> bool:
-    try:
-        built = os.stat(path).st_mtime
-    except OSError:
-        return False
-    try:
-        return built >= os.stat(PRELOAD_SOURCE).st_mtime
-    except OSError:
-        return True  # no source to compare with: trust the built library
-
-
-def _cache_path() -> str:
-    from .daemon import state_dir
-
-    return os.path.join(state_dir(), PRELOAD_NAME)
 
 
 # -- namespaces -------------------------------------------------------------------------
@@ -327,16 +284,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     sysroot = os.path.abspath(args.mountpoint)
     try:
         check_sysroot(sysroot)
-        preload = preload_library()
+        preload = shim.preload_library()
         enter_namespaces(args.node)
         bound = bind_surfaces(sysroot)
-    except (RunError, OSError) as exc:
+    except (RunError, shim.ShimError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     env = command_env(dict(os.environ), preload, bound, sysroot)
     try:
         os.execvpe(cmd[0], cmd, env)
     except OSError as exc:
-        print(f"{PROG}: {cmd[0]}: {exc.strerror}", file=sys.stderr)
+        hint = ""
+        if exc.errno == errno.ENOENT and os.path.basename(cmd[0]) in OCFS2_TOOLS:
+            hint = " (it comes with ocfs2-tools: on Debian, apt-get install ocfs2-tools)"
+        print(f"{PROG}: {cmd[0]}: {exc.strerror}{hint}", file=sys.stderr)
         return 127 if exc.errno == errno.ENOENT else 126
     return 0  # not reached

@@ -4,4 +4,26 @@ the userland (hbctl) import this package, never each other.
 - `ondisk`: the ocfs2 superblock and heartbeat descriptor (a core over bytes);
 - `blockdev`: reading them from a device or image file (``pread`` + ``BLKSSZGET``);
 - `mtab`: the ``/proc/mounts`` field escaping.
+
+Importing it also refuses a Python older than the project supports, with a message that
+says so (fakecfs and hbctl import it first), instead of a SyntaxError from deep inside.
 """
+
+import sys
+
+MIN_PYTHON = (3, 11)  # Debian 12's python3; pyproject's requires-python says the same
+
+
+def python_problem(version: tuple[int, ...]) -> str | None:
+    """Why this project cannot run on Python ``version``, or None."""
+    if tuple(version[:2]) >= MIN_PYTHON:
+        return None
+    have = ".".join(map(str, version[:3]))
+    need = ".".join(map(str, MIN_PYTHON))
+    return (f"fakecfs-hbctl needs Python {need} or newer, this is {have}: run it with a newer "
+            f"python3 (Debian 12's is 3.11)")
+
+
+_problem = python_problem(tuple(sys.version_info))
+if _problem:
+    raise SystemExit(_problem)

@@ -38,3 +38,13 @@ def test_no_import_across_the_sysroot_contract(package: str, forbidden: set[str]
     assert modules, f"no modules found under {package}/"
     crossing = {mod: names & forbidden for mod, names in modules.items() if names & forbidden}
     assert crossing == {}
+
+
+def test_an_old_python_is_refused_with_what_to_run() -> None:
+    import ocfs2fmt
+
+    assert ocfs2fmt.python_problem((3, 11, 2)) is None
+    assert ocfs2fmt.python_problem((3, 13, 0, "final", 0)) is None
+    problem = ocfs2fmt.python_problem((3, 9, 2, "final", 0))
+    assert problem == ("fakecfs-hbctl needs Python 3.11 or newer, this is 3.9.2: run it with a "
+                       "newer python3 (Debian 12's is 3.11)")
