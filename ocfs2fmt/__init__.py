@@ -9,14 +9,16 @@ Importing it also refuses a Python older than the project supports, with a messa
 says so (fakecfs and hbctl import it first), instead of a SyntaxError from deep inside.
 """
 
+from __future__ import annotations
+
 import sys
 
 MIN_PYTHON = (3, 11)  # Debian 12's python3; pyproject's requires-python says the same
 
 
-def python_problem(version: tuple[int, ...]) -> str | None:
+def python_problem(version: tuple[object, ...]) -> str | None:
     """Why this project cannot run on Python ``version``, or None."""
-    if tuple(version[:2]) >= MIN_PYTHON:
+    if (version[0], version[1]) >= MIN_PYTHON:
         return None
     have = ".".join(map(str, version[:3]))
     need = ".".join(map(str, MIN_PYTHON))
