@@ -41,7 +41,7 @@ demo: setup
 	$(PY) -m fakecfs.demo
 
 test: setup
-	$(PY) -m ruff check fakecfs hbctl ocfs2fmt tests bench container
+	$(PY) -m ruff check fakecfs hbctl ocfs2fmt tests bench container debian
 	$(PY) -m mypy
 	$(PY) -m pytest -q -ra
 

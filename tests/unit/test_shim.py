@@ -85,6 +85,8 @@ def test_a_library_next_to_the_source_wins_and_is_checked(isolated: Path) -> Non
     shim.build(str(beside))
     assert shim.preload_library() == str(beside)
     assert not (isolated / "cache").exists()
+    # A new file, not the loaded one truncated (that would SIGBUS this process later).
+    beside.unlink()
     beside.write_bytes(b"\x7fELF garbage, truncated by a failed copy")
     with pytest.raises(shim.ShimError, match=r"fakecfs_preload.so is not a usable fakecfs "
                        r"shim \(.*\): remove it, or rebuild it with 'make -C"):
