@@ -6,8 +6,8 @@ DEBS  := fuse3 libfuse3-dev pkg-config ocfs2-tools kmod util-linux gcc python3-v
 STAMP := $(VENV)/.installed
 # What `make deb` needs beyond DEBS: Debian's own packaging tools and the build's Python.
 DEB_BUILD_DEBS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-                  python3-wheel python3-pyfuse3 python3-trio python3-pyudev python3-sysv-ipc \
-                  dpkg-dev fakeroot lintian
+                  python3-wheel python3-build python3-pyfuse3 python3-trio python3-pyudev \
+                  python3-sysv-ipc dpkg-dev fakeroot lintian gcc libc6-dev
 DIST  := dist
 
 .PHONY: setup demo test test-fast test-container test-kernel bench dist deb clean
@@ -66,11 +66,12 @@ dist: setup
 	rm -rf $(DIST)/python && $(PY) -m build -o $(DIST)/python .
 
 # The Debian package under dist/deb/, built with debhelper + dh-python from the sdist (which
-# so proves it carries what a packager needs), then checked by lintian.
-deb: setup
+# so proves it carries what a packager needs), then checked by lintian. Debian's tools only,
+# no .venv: it runs as is in a fresh debian:bookworm container (docs/containers.md).
+deb:
 	$(call apt_install,$(DEB_BUILD_DEBS))
 	rm -rf $(DIST)/deb && mkdir -p $(DIST)/deb/src
-	$(PY) -m build -q --sdist -o $(DIST)/deb .
+	/usr/bin/python3 -m build --no-isolation --sdist -o $(DIST)/deb . >/dev/null
 	tar -C $(DIST)/deb/src --strip-components=1 -xzf $(DIST)/deb/*.tar.gz
 	@# Debian's own python3 and tools only (a python3 earlier on PATH is not Debian's).
 	cd $(DIST)/deb/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b

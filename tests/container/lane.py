@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.container.dockerd import CACHE, Engine, Skip, engine
+from tests.packaging import lane as packaging
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "container"
@@ -137,7 +138,7 @@ class Watch:
         self.proc = subprocess.Popen(
             [eng.docker, "exec", container, "sh", "-c",
              "while [ ! -e /run/fakecfs-node/ready ]; do sleep 0.02; done; "
-             'exec node-exec /opt/fakecfs/bin/python -u -c "$0" "$1"', WATCH, uuid],
+             'exec node-exec /usr/bin/python3 -u -c "$0" "$1"', WATCH, uuid],
             env=eng.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -322,6 +323,22 @@ def check_status(cluster: Cluster, name: str, uuid: str, live: set[str]) -> None
     check(cluster.c_refs(name, uuid) == f"{uuid}: 1 refs", f"{name}: ocfs2_hb_ctl -I")
 
 
+def check_installed_from_the_deb(eng: Engine) -> None:
+    """The node runs the project's Debian package on Debian's Python packages."""
+    proc = eng.run("run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE_TAG, "-c",
+                   "dpkg-query -W -f '${Package} ${Status}\\n' fakecfs-hbctl python3-pyfuse3 "
+                   "python3-trio && ! test -e /opt/fakecfs && python3 -c "
+                   "'import fakecfs, pyfuse3; print(fakecfs.__file__, pyfuse3.__file__)'",
+                   check=False)
+    lines = proc.stdout.splitlines()
+    check(proc.returncode == 0 and len(lines) == 4
+          and all(line.endswith("install ok installed") for line in lines[:3])
+          and lines[3].split() == ["/usr/lib/python3/dist-packages/fakecfs/__init__.py",
+                                   "/usr/lib/python3/dist-packages/pyfuse3.cpython-311-"
+                                   "x86_64-linux-gnu.so"],
+          f"the image is not the .deb on Debian's packages:\n{proc.stdout}{proc.stderr}")
+
+
 def check_profiles(eng: Engine) -> None:
     """Every privilege profile makes a node; missing flags are named in the error."""
     conf = f"{CONTAINER / 'cluster.conf'}:/etc/ocfs2/cluster.conf:ro"
@@ -462,12 +479,21 @@ def _locked_lane(t: Timings, t0: float) -> Timings:
                        f"{base.stderr.strip()[-400:]}")
         t.phases["base"] = time.monotonic() - mark
         mark = time.monotonic()
+        # The image installs the project's .deb: the packaging lane's, built once per input.
+        try:
+            with packaging.locked_workdir() as work:
+                deb = packaging.deb(work)
+        except packaging.Unavailable as exc:
+            raise Skip(f"no Debian package to install: {exc}") from exc
+        t.phases["deb"] = time.monotonic() - mark
+        mark = time.monotonic()
         build = subprocess.run(
-            [str(CONTAINER / "build.sh"), "--base", BASE_TAG, "--tag", IMAGE_TAG],
-            env=dict(env, PYTHON=sys.executable), capture_output=True, text=True, check=False)
+            [str(CONTAINER / "build.sh"), "--base", BASE_TAG, "--tag", IMAGE_TAG,
+             "--deb", str(deb)], env=env, capture_output=True, text=True, check=False)
         if build.returncode != 0:
             raise LaneFailure(f"image build failed:\n{build.stdout[-2000:]}"
                               f"{build.stderr[-2000:]}")
+        check_installed_from_the_deb(eng)
         t.phases["build"] = time.monotonic() - mark
         # Each build leaves the previous image dangling: keep the cache from growing.
         eng.run("image", "prune", "-f", check=False)
