@@ -3,6 +3,7 @@
 - `python -m build` makes the sdist and, from that sdist, the wheel (so the sdist is
   proved complete); the wheel is installed, not editable, into a fresh venv made from
   Debian's ``/usr/bin/python3``, which then has every console script.
+- ``pipx install`` of the sdist gives every command too.
 - `make deb` (debhelper + dh-python from the sdist, lintian) makes the Debian package.
 - The .deb's files are unpacked and the suite's fast part runs with them on Debian's own
   python3-pyfuse3/-trio/-pyudev/-sysv-ipc (a ``--system-site-packages`` venv holding only
@@ -104,6 +105,23 @@ def wheel_venv(work: Path, wheel: Path) -> Path:
         _need(run([str(venv / "bin/pip"), "install", "-q", str(wheel)]), "pip install the wheel")
         (venv / ".ok").touch()
     return venv
+
+
+def pipx_install(work: Path, sdist: Path) -> Path:
+    """``pipx install`` of the sdist (pipx itself from PyPI, in its own venv); returns the
+    folder pipx puts the commands in."""
+    tool, home = work / "pipx-tool", work / "pipx"
+    if not (home / ".ok").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        if not (tool / "bin/pipx").exists():
+            _need(run([SYSTEM_PYTHON, "-m", "venv", str(tool)]), "venv for pipx")
+            _need(run([str(tool / "bin/pip"), "install", "-q", "pipx"]), "pip install pipx")
+        env = dict(os.environ, PIPX_HOME=str(home), PIPX_BIN_DIR=str(home / "bin"),
+                   PIPX_MAN_DIR=str(home / "man"))
+        _need(run([str(tool / "bin/pipx"), "install", "--python", SYSTEM_PYTHON, str(sdist)],
+                  env=env, cwd=work), "pipx install the sdist")
+        (home / ".ok").touch()
+    return home / "bin"
 
 
 def deb(work: Path) -> Path:

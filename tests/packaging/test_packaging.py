@@ -102,6 +102,17 @@ def test_the_wheel_in_a_fresh_venv_runs_every_command(work: Path, tmp_path: Path
         lane.run([str(bin_ / "fakecfs"), "umount", str(mnt)], env=env, cwd=tmp_path)
 
 
+def test_pipx_install_of_the_sdist_gives_every_command(work: Path, tmp_path: Path) -> None:
+    sdist, _wheel = built(lane.python_dist, work)  # type: ignore[misc]
+    bin_ = built(lane.pipx_install, work, sdist)
+    assert isinstance(bin_, Path)
+    for script in console_scripts():
+        helped = lane.run([str(bin_ / script), "--help"], cwd=tmp_path)
+        if helped.returncode != 0:  # the getopt-style drop-in knows only -h
+            helped = lane.run([str(bin_ / script), "-h"], cwd=tmp_path)
+        assert helped.returncode == 0 and "usage" in helped.stdout.lower(), helped.stderr
+
+
 def test_the_deb_installs_commands_shim_and_man_pages_beside_ocfs2_tools(work: Path) -> None:
     package = built(lane.deb, work)
     assert isinstance(package, Path)
