@@ -254,6 +254,10 @@ def parser(remainder: bool = True) -> argparse.ArgumentParser:
         "sit at /sys/kernel/config (or /config), /sys/fs/ocfs2, /sys/fs/o2cb, "
         "/proc/sys/fs/ocfs2 and /sys/kernel/debug/o2hb, with a statfs shim preloaded so "
         "unmodified ocfs2-tools accept the emulated configfs.",
+        epilog="The shim ships as C source: unless a built copy sits next to it (a checkout's "
+        "make setup, the Debian package), the first run builds it with cc (or $CC) into "
+        "$XDG_CACHE_HOME/fakecfs/ (default ~/.cache/fakecfs/). CMD's exit status is returned; "
+        "127 when it is not found.",
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="a live fakecfs mount")
     p.add_argument("--node", metavar="NAME",

@@ -1,10 +1,10 @@
 """Finding ocfs2 volumes on this machine, and loop devices for image files (shell).
 
 Reading one device is `ocfs2fmt.blockdev` (shared with the emulated kernel).
-`candidate_devices` lists what ``ocfs2_hb_ctl -u`` scans:
-block devices (pyudev, else ``/proc/partitions`` like the C tool), then the image files
-named by ``HBCTL_DEVICES`` for hosts without loop devices. `find_by_uuid` is the C
-tool's ``scan_devices``: the first device whose volume has exactly that UUID.
+`candidate_devices` lists what ``ocfs2_hb_ctl -u`` scans: block devices (pyudev, else
+``/proc/partitions`` like the C tool), then the image files named by ``HBCTL_DEVICES``
+for hosts without loop devices. `find_by_uuid` is the C tool's ``scan_devices``: the
+first device whose volume has exactly that UUID.
 
 The loop helpers talk to the kernel directly (``/dev/loop-control`` + ``LOOP_SET_FD`` +
 ``LOOP_SET_STATUS64``), no ``losetup`` needed; autoclear stays off so the device
