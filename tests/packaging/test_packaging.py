@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fakecfs import shim
 from ocfs2fmt.blockdev import read_volume
 from tests.fakecfs_fixtures import fuse_usable
 from tests.nodes import mkfs
@@ -128,6 +129,10 @@ def test_the_deb_installs_commands_shim_and_man_pages_beside_ocfs2_tools(work: P
         assert f"/usr/share/man/man{section}/{name}.{section}.gz" in paths, name
         if script != "ocfs2_hb_ctl":
             assert f"/usr/bin/{script}" in paths
+    # The prebuilt shim (stripped by dh_strip) is still the shim for this machine.
+    site = built(lane.unpacked, work, package)
+    assert isinstance(site, Path)
+    assert shim.check(str(site / "fakecfs/preload/fakecfs_preload.so")) is None
     depends = lane.run(["dpkg-deb", "-f", str(package), "Depends"]).stdout
     for dep in ("python3-pyfuse3", "python3-trio", "python3-pyudev", "python3-sysv-ipc",
                 "fuse3", "ocfs2-tools"):
