@@ -7,23 +7,23 @@ the userland (hbctl) import this package, never each other.
 
 Importing it also refuses a Python older than the project supports, with a message that
 says so (fakecfs and hbctl import it first), instead of a SyntaxError from deep inside.
+That is why this file alone is written to parse on any Python 3: no f-strings, no
+``from __future__`` import, annotations only as strings.
 """
-
-from __future__ import annotations
 
 import sys
 
 MIN_PYTHON = (3, 11)  # Debian 12's python3; pyproject's requires-python says the same
 
 
-def python_problem(version: tuple[object, ...]) -> str | None:
+def python_problem(version: "tuple[object, ...]") -> "str | None":
     """Why this project cannot run on Python ``version``, or None."""
     if (version[0], version[1]) >= MIN_PYTHON:
         return None
-    have = ".".join(map(str, version[:3]))
-    need = ".".join(map(str, MIN_PYTHON))
-    return (f"fakecfs-hbctl needs Python {need} or newer, this is {have}: run it with a newer "
-            f"python3 (Debian 12's is 3.11)")
+    have = ".".join(str(part) for part in version[:3])
+    need = ".".join(str(part) for part in MIN_PYTHON)
+    return ("fakecfs-hbctl needs Python " + need + " or newer, this is " + have
+            + ": run it with a newer python3 (Debian 12's is 3.11)")
 
 
 _problem = python_problem(tuple(sys.version_info))

@@ -7,6 +7,10 @@ sector-size probing, /proc/mounts escaping) lives in ocfs2fmt, which imports nei
 from __future__ import annotations
 
 import ast
+import glob
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,30 @@ def test_an_old_python_is_refused_with_what_to_run() -> None:
     problem = ocfs2fmt.python_problem((3, 9, 2, "final", 0))
     assert problem == ("fakecfs-hbctl needs Python 3.11 or newer, this is 3.9.2: run it with a "
                        "newer python3 (Debian 12's is 3.11)")
+
+
+def old_pythons() -> list[str]:
+    """Python 3 interpreters older than 3.11 on this machine (pyenv's, or on PATH)."""
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+    found += [p for p in map(shutil.which, ("python3.9", "python3.10")) if p]
+    out = []
+    for path in dict.fromkeys(found):
+        ver = subprocess.run([path, "-c", "import sys; print(sys.version_info[:2] < (3, 11))"],
+                             capture_output=True, text=True, check=False)
+        if ver.stdout.strip() == "True":
+            out.append(path)
+    return out
+
+
+def test_old_interpreters_get_the_message_not_a_traceback(tmp_path: Path) -> None:
+    pythons = old_pythons()
+    if not pythons:
+        pytest.skip("no Python older than 3.11 on this machine")
+    for python in pythons:
+        for module in ("fakecfs.cli", "hbctl.compat"):  # hbctl.cli imports as hbctl.compat
+            proc = subprocess.run([python, "-c", f"import {module}"], cwd=tmp_path,
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                  capture_output=True, text=True, check=False)
+            assert proc.returncode == 1, (python, proc.stderr)
+            assert proc.stderr.startswith("fakecfs-hbctl needs Python 3.11 or newer, this is 3.")
+            assert "Traceback" not in proc.stderr
