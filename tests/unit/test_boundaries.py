@@ -72,7 +72,7 @@ def test_old_interpreters_get_the_message_not_a_traceback(tmp_path: Path) -> Non
     if not pythons:
         pytest.skip("no Python older than 3.11 on this machine")
     for python in pythons:
-        for module in ("fakecfs.cli", "hbctl.compat"):  # hbctl.cli imports as hbctl.compat
+        for module in ("fakecfs.cli", "hbctl.compat"):  # both packages, as their scripts start
             proc = subprocess.run([python, "-c", f"import {module}"], cwd=tmp_path,
                                   env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                   capture_output=True, text=True, check=False)
