@@ -11,7 +11,9 @@
 
 Everything slow is cached under ``$FAKECFS_PACKAGING_CACHE`` (default
 ``/var/cache/fakecfs-packaging``) in a folder named for the hash of the inputs (the
-files the sdist is made of); a new key removes older folders. The first build needs
+files the sdist is made of); a new key removes older folders. The venvs holding only
+tools (pipx; the test tools over Debian's packages) do not depend on the inputs and
+are kept across keys. The first build needs
 PyPI (through pip's configuration) for pyfuse3's sdist and the build backend; where
 there is none, the lane skips and says so.
 """
@@ -40,6 +42,10 @@ TEST_TOOLS = ("pytest>=7", "pytest-trio>=0.8", "hypothesis>=6")
 BOOKWORM = {"pyfuse3": "3.2.1", "trio": "0.22.0", "pyudev": "0.24.0", "sysv_ipc": "1.0.0"}
 
 
+# Tools that do not depend on the inputs: kept across keys, next to the key folders.
+SHARED = ("system-venv", "pipx-tool")
+
+
 class Unavailable(Exception):
     """The lane cannot run here (no network for the first build, not root...): skip."""
 
@@ -65,7 +71,7 @@ def locked_workdir() -> Iterator[Path]:
     with open(CACHE / "lane.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for old in CACHE.iterdir():
-            if old.is_dir() and old.name != key:
+            if old.is_dir() and old.name not in (key, *SHARED):
                 shutil.rmtree(old, ignore_errors=True)
         work = CACHE / key
         work.mkdir(exist_ok=True)
@@ -110,12 +116,14 @@ def wheel_venv(work: Path, wheel: Path) -> Path:
 def pipx_install(work: Path, sdist: Path) -> Path:
     """``pipx install`` of the sdist (pipx itself from PyPI, in its own venv); returns the
     folder pipx puts the commands in."""
-    tool, home = work / "pipx-tool", work / "pipx"
+    tool, home = work.parent / "pipx-tool", work / "pipx"
     if not (home / ".ok").exists():
         shutil.rmtree(home, ignore_errors=True)
-        if not (tool / "bin/pipx").exists():
+        if not (tool / ".ok").exists():
+            shutil.rmtree(tool, ignore_errors=True)
             _need(run([SYSTEM_PYTHON, "-m", "venv", str(tool)]), "venv for pipx")
             _need(run([str(tool / "bin/pip"), "install", "-q", "pipx"]), "pip install pipx")
+            (tool / ".ok").touch()
         env = dict(os.environ, PIPX_HOME=str(home), PIPX_BIN_DIR=str(home / "bin"),
                    PIPX_MAN_DIR=str(home / "man"))
         _need(run([str(tool / "bin/pipx"), "install", "--python", SYSTEM_PYTHON, str(sdist)],
@@ -148,7 +156,7 @@ def unpacked(work: Path, package: Path) -> Path:
 def system_venv(work: Path) -> Path:
     """Debian's python3 and its packages, plus only the test tools (never the project's
     dependencies from PyPI: they are already satisfied by Debian's)."""
-    venv = work / "system-venv"
+    venv = work.parent / "system-venv"
     if not (venv / ".ok").exists():
         shutil.rmtree(venv, ignore_errors=True)
         _need(run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)]), "venv")
