@@ -130,15 +130,18 @@ class Volume:
 class Watch:
     """A stream of (wall time, live node numbers) from one node, read in a thread."""
 
-    def __init__(self, eng: Engine, container: str, uuid: str) -> None:
+    def __init__(self, eng: Engine, container: str, uuid: str, since: float = 0.0) -> None:
         self.events: list[tuple[float, frozenset[int] | None]] = []
         self.ready: dict[str, float] = {}  # the entrypoint's step times (wall clock)
         self.cond = threading.Condition()
-        # Only once the node is up is there a namespace for node-exec to enter.
+        # Only once the node is up is there a namespace for node-exec to enter. A restarted
+        # container still has the killed run's ready and pid files until its entrypoint
+        # removes them: only a ready file written since ``since`` counts.
         self.proc = subprocess.Popen(
             [eng.docker, "exec", container, "sh", "-c",
-             "while [ ! -e /run/fakecfs-node/ready ]; do sleep 0.02; done; "
-             'exec node-exec /usr/bin/python3 -u -c "$0" "$1"', WATCH, uuid],
+             "r=/run/fakecfs-node/ready; "
+             'while [ ! -e $r ] || [ "$(stat -c %Y $r)" -lt "$2" ]; do sleep 0.02; done; '
+             'exec node-exec /usr/bin/python3 -u -c "$0" "$1"', WATCH, uuid, str(int(since))],
             env=eng.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -423,7 +426,7 @@ def scenario(eng: Engine, cluster: Cluster, volume: Volume, t: Timings) -> None:
         # The killed node comes back.
         restarted = time.time()
         eng.run("start", cluster.ids[victim])
-        watches[victim] = Watch(eng, cluster.ids[victim], volume.uuid)
+        watches[victim] = Watch(eng, cluster.ids[victim], volume.uuid, since=restarted)
         back = watches[keeper].first({nums[keeper], nums[victim]}, restarted)
         t.back[keeper] = back - restarted
         t.back[victim] = watches[victim].first({nums[keeper], nums[victim]}) - restarted
