@@ -22,12 +22,13 @@ import trio
 from ocfs2fmt.blockdev import sector_size_fd
 
 from .heartbeat import HeartbeatRunner
+from .kmod import ModuleTable
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
 from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
 from .tree import ROOT_INO, DirEntry, Entry, FileEntry, KernelError, StaticDir
 from .usermode import MountSyscalls
-from .vfs import MountCommand
+from .vfs import CONTROL_DIR, MountCommand
 
 log = logging.getLogger("fakecfs.kernel")
 IMAGE_SECTOR_SIZE = 512  # the logical block size an image file stands for
@@ -41,6 +42,9 @@ class KernelOptions:
     strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
     fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
     hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+    # Where this kernel is mounted (its sysroot): put_super's helper gets the surfaces
+    # from there at their real paths. Empty: the helper runs in the daemon's namespace.
+    mountpoint: str = ""
     # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
@@ -85,6 +89,12 @@ class Kernel:
         self._running: dict[Region, _Running] = {}
         self._build()
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
+        self.modules = ModuleTable()  # fakecfs/modules: what /proc/modules would list
+        self.stackglue.loaded_plugins = self.modules.stack_plugins
+        control = self.root.subdir(CONTROL_DIR)
+        control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
+        control.add(ValueFile("filesystems", self.modules.filesystems))
+        control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -111,6 +121,14 @@ class Kernel:
             self.debug_o2hb.add(debug_file(name, show))
         nm = self.root.subdir("proc").subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
         nm.add(self.hb_ctl.file())
+
+    def _modprobe(self, data: bytes) -> None:
+        changed = self.modules.store(data)
+        log.info("modules: %s %s", data.decode(errors="replace").strip(),
+                 ", ".join(changed) or "(nothing to do)")
+
+    def _fs_mount(self, data: bytes) -> None:
+        log.info("fsmounts: %s", self.modules.store_fs_mount(data))
 
     def register(self, entry: Entry) -> Entry:
         """Give the shell an inode number for ``entry`` (stamping its creation time)."""

@@ -6,6 +6,9 @@ a second against the machine's own libc, the wheel stays one pure-Python wheel f
 architecture, and a Debian package builds it at package-build time instead (then it sits
 next to its source, where it is found first). Where it is looked for, in order:
 
+0. a shim the installation already names: ``FAKECFS_PRELOAD``, or an ``LD_PRELOAD`` entry
+   named ``fakecfs_preload.so`` (the node image preloads the package's everywhere; the
+   put_super helper's launcher is told the daemon's this way). Checked like the others.
 1. ``preload/fakecfs_preload.so`` next to the source: a checkout's
    ``make -C fakecfs/preload`` or the Debian package's prebuilt copy. Used when it is not
    older than the source; a library there that is not our shim for this machine is an error
@@ -30,6 +33,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 
 PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
 PRELOAD_NAME = "fakecfs_preload.so"
@@ -68,8 +72,26 @@ def elf_problem(candidate: bytes, reference: bytes) -> str | None:
     return None
 
 
+def preload_hint(env: Mapping[str, str] = os.environ) -> str | None:
+    """A shim already named: ``FAKECFS_PRELOAD``, or an ``LD_PRELOAD`` entry of that name."""
+    named = env.get("FAKECFS_PRELOAD")
+    if named and os.path.exists(named):
+        return named
+    for entry in env.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
+        if os.path.basename(entry) == PRELOAD_NAME and os.path.exists(entry):
+            return entry
+    return None
+
+
 def preload_library() -> str:
     """Path of a checked shim for this machine, built into the cache on first use."""
+    hint = preload_hint()
+    if hint is not None:
+        problem = check(hint)
+        if problem:
+            raise ShimError(f"{hint} (named by FAKECFS_PRELOAD or LD_PRELOAD) is not a usable "
+                            f"fakecfs shim ({problem}): name a working one, or unset it")
+        return hint
     beside = os.path.join(PRELOAD_DIR, PRELOAD_NAME)
     if os.path.exists(beside) and _not_older_than_source(beside):
         problem = check(beside)

@@ -61,6 +61,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(shim, "PRELOAD_DIR", str(src_dir))
     monkeypatch.setattr(shim, "PRELOAD_SOURCE", str(src_dir / "fakecfs_preload.c"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FAKECFS_PRELOAD", raising=False)  # no shim named by the caller
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     return tmp_path
 
 
@@ -131,4 +133,23 @@ def test_a_broken_source_reports_the_compiler_error(isolated: Path) -> None:
 def test_a_missing_source_says_the_install_is_incomplete(isolated: Path) -> None:
     os.unlink(shim.PRELOAD_SOURCE)
     with pytest.raises(shim.ShimError, match="installation is incomplete, reinstall"):
+        shim.preload_library()
+
+
+@needs_cc
+def test_a_shim_the_installation_names_is_used_and_checked(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = isolated / "elsewhere" / shim.PRELOAD_NAME
+    named.parent.mkdir()
+    shim.build(str(named))
+    monkeypatch.setenv("LD_PRELOAD", f"/lib/other.so:{named}")
+    assert shim.preload_hint() == str(named)
+    assert shim.preload_library() == str(named)
+    assert not (isolated / "cache").exists()  # nothing built
+    garbage = isolated / "garbage.so"
+    garbage.write_bytes(b"not a library")
+    monkeypatch.setenv("FAKECFS_PRELOAD", str(garbage))  # wins over LD_PRELOAD
+    with pytest.raises(shim.ShimError, match=r"garbage.so \(named by FAKECFS_PRELOAD or "
+                       r"LD_PRELOAD\) is not a usable fakecfs shim \(not an ELF file\)"):
         shim.preload_library()
