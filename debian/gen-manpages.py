@@ -64,8 +64,8 @@ def subcommands(help_text: str) -> list[str]:
 
 def summary(module: str, name: str) -> str:
     doc = (importlib.import_module(module).__doc__ or name).strip().splitlines()[0]
-    doc = re.sub(r"^``[^`]+``:\s*", "", doc).rstrip(".")
-    return doc
+    doc = re.sub(r"^``[^`]+``:\s*", "", doc).rstrip(".")  # "``hbctl``: what it is"
+    return doc.replace("``", "")  # reST literals read as plain words in a man page
 
 
 def page(script: str, name: str, section: str, target: str, version: str) -> str:
