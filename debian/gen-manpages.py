@@ -68,7 +68,8 @@ def summary(module: str, name: str) -> str:
     return doc.replace("``", "")  # reST literals read as plain words in a man page
 
 
-def page(script: str, name: str, section: str, target: str, version: str) -> str:
+def page(script: str, name: str, section: str, target: str, version: str,
+         see_also: list[str]) -> str:
     module, func = target.split(":")
     top = run_help(module, func, name, [])
     parts = [
@@ -94,8 +95,9 @@ def page(script: str, name: str, section: str, target: str, version: str) -> str
             f"This is the project's {script}, installed as {name} so that it never replaces "
             f"ocfs2-tools' own {script}. To have the kernel's put_super run it, write its "
             f"path to /proc/sys/fs/ocfs2/nm/hb_ctl_path.")]
-    parts += [".SH SEE ALSO", roff("fakecfs(1), hbctl(1), hbctl-ocfs2_hb_ctl(8), "
-                                   "ocfs2_hb_ctl(8), o2cb(8)")]
+    # The package's other pages, then ocfs2-tools' own.
+    refs = [ref for ref in see_also if not ref.startswith(f"{name}(")]
+    parts += [".SH SEE ALSO", roff(", ".join([*refs, "ocfs2_hb_ctl(8)", "o2cb(8)"]))]
     return "\n".join(parts) + "\n"
 
 
@@ -113,11 +115,14 @@ def main() -> int:
         name, _, section = rest.partition(":")
         renames[script] = (name, section or "1")
     os.makedirs(args.outdir, exist_ok=True)
-    for script, target in sorted(project["scripts"].items()):
-        name, section = renames.get(script, (script, "1"))
+    scripts = sorted(project["scripts"].items())
+    pages = {script: renames.get(script, (script, "1")) for script, _target in scripts}
+    see_also = [f"{name}({section})" for name, section in pages.values()]
+    for script, target in scripts:
+        name, section = pages[script]
         path = os.path.join(args.outdir, f"{name}.{section}")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(page(script, name, section, target, project["version"]))
+            f.write(page(script, name, section, target, project["version"], see_also))
         print(path)
     return 0
 
