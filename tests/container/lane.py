@@ -139,8 +139,9 @@ class Watch:
         # removes them: only a ready file written since ``since`` counts.
         self.proc = subprocess.Popen(
             [eng.docker, "exec", container, "sh", "-c",
-             "r=/run/fakecfs-node/ready; "
-             'while [ ! -e $r ] || [ "$(stat -c %Y $r)" -lt "$2" ]; do sleep 0.02; done; '
+             # One stat per test: the entrypoint may remove a stale file between two.
+             'while ! { m=$(stat -c %Y /run/fakecfs-node/ready 2>/dev/null) && '
+             '[ "$m" -ge "$2" ]; }; do sleep 0.02; done; '
              'exec node-exec /usr/bin/python3 -u -c "$0" "$1"', WATCH, uuid, str(int(since))],
             env=eng.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -169,7 +170,7 @@ class Watch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LaneFailure(f"no node saw {sorted(want)} live within {timeout} s; "
-                                      f"events {self.events[-5:]}")
+                                      f"events {self.events[-5:]}{self._ended()}")
                 self.cond.wait(left)
 
     def appeared(self, timeout: float = 60) -> float:
@@ -187,6 +188,13 @@ class Watch:
                     raise LaneFailure(f"the region never came up; events {self.events}; "
                                       f"watcher: {err}")
                 self.cond.wait(left)
+
+    def _ended(self) -> str:
+        """How the watcher ended, if it did (it should run until closed)."""
+        if self.proc.poll() is None:
+            return ""
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        return f"; the watcher exited {self.proc.returncode}: {err.strip()[-1000:]}"
 
     def close(self) -> None:
         self.proc.kill()
