@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from .kernel import Kernel
-from .tree import Entry, FileEntry, KernelError
+from .tree import Entry, FileEntry, FileHandle, HandleFile, KernelError
 
 log = logging.getLogger("fakecfs.fuse")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -52,6 +52,7 @@ class OpenFile:
     entry: FileEntry
     pid: int
     buffer: bytes | None = None
+    handle: FileHandle | None = None  # a misc device's per-open state (HandleFile)
 
 
 class KernelOperations(pyfuse3.Operations):
@@ -191,7 +192,8 @@ class KernelOperations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         # The writer's pid: a dev store resolves the fd number in this process.
-        self._files[fh] = OpenFile(entry, ctx.pid)
+        handle = entry.open_handle() if isinstance(entry, HandleFile) else None
+        self._files[fh] = OpenFile(entry, ctx.pid, handle=handle)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     @_errors
@@ -199,6 +201,8 @@ class KernelOperations(pyfuse3.Operations):
         f = self._files[fh]
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
+        if f.handle is not None:
+            return f.handle.read(off, size)
         if f.buffer is None:
             f.buffer = f.entry.show()
         return f.buffer[off : off + size]
@@ -208,6 +212,8 @@ class KernelOperations(pyfuse3.Operations):
         f = self._files[fh]
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
+        if f.handle is not None:
+            return self.kernel.write_handle(f.entry, f.handle, bytes(buf))
         # The offset is ignored: each write presents a whole value (configfs semantics).
         written = await self.kernel.write(f.entry, bytes(buf), f.pid)
         f.buffer = None
@@ -217,7 +223,12 @@ class KernelOperations(pyfuse3.Operations):
         return None
 
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        f = self._files.pop(fh, None)
+        if f is not None and f.handle is not None:
+            try:
+                f.handle.release()
+            except Exception:
+                log.exception("bug in release of %s", f.entry.path())
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         return None
