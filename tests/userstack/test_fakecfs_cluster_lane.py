@@ -27,16 +27,18 @@ import pytest
 
 from tests.compat.ctools import C_HB_CTL, require_ctools
 from tests.mount.test_user_stack import mkfs, uuid_of
-from tests.userstack.cluster import CONSENSUS_MS, START_TIMEOUT_S, TOKEN_MS, wait_until
+from tests.userstack.cluster import START_TIMEOUT_S, TOKEN_MS, wait_until
 from tests.userstack.fscluster import HBCTL, PY_HB_CTL, Result, fakecfs_cluster
 
 pytestmark = pytest.mark.slow
 
 MOUNT_OCFS2 = "/sbin/mount.ocfs2"
-# As in the controld lane: corosync declares a silent node lost after token + consensus;
-# the rest (new ring, CPG sync, our dispatch, a FUSE write) gets a few times that on two
+# corosync declares a silent node lost after its token timeout — token plus
+# token_coefficient (650 ms) per node beyond two — and consensus (1.2 x that): 3.63 s here.
+# The rest (new ring, CPG sync, our dispatch, a FUSE write) gets a few times that on two
 # loaded cores.
-DEATH_BOUND_S = 5 * (TOKEN_MS + CONSENSUS_MS) / 1000
+EFFECTIVE_TOKEN_MS = TOKEN_MS + 650 * (3 - 2)
+DEATH_BOUND_S = 3 * 2.2 * EFFECTIVE_TOKEN_MS / 1000
 
 
 def ok(r: Result) -> None:
