@@ -29,6 +29,7 @@ from pathlib import Path
 
 from hbctl.controld import proto
 from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, require_fuse
+from tests.usernode import HBCTL, PY_HB_CTL, Result
 from tests.userstack.cluster import (
     CLUSTER,
     START_TIMEOUT_S,
@@ -39,15 +40,7 @@ from tests.userstack.cluster import (
     wait_until,
 )
 
-PY_HB_CTL = str(VENV_BIN / "ocfs2_hb_ctl")
-HBCTL = str(VENV_BIN / "hbctl")
-
-
-@dataclass(frozen=True)
-class Result:
-    rc: int
-    out: str
-    err: str
+__all__ = ["HBCTL", "PY_HB_CTL", "FsNode", "Result", "fakecfs_cluster"]
 
 
 @dataclass
