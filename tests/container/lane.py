@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.container import userstack_lane
 from tests.container.dockerd import CACHE, Engine, Skip, engine
 from tests.packaging import lane as packaging
 
@@ -289,6 +290,7 @@ class Timings:
     back: dict[str, float] = field(default_factory=dict)  # restart -> seen live again
     pause_noticed: dict[str, float] = field(default_factory=dict)  # docker pause -> dead
     phases: dict[str, float] = field(default_factory=dict)
+    userstack: dict[str, float] = field(default_factory=dict)  # tests/container/userstack_lane
 
     def table(self) -> str:
         i = INTERVAL_MS / 1000
@@ -311,6 +313,9 @@ class Timings:
                          f"{cell(self.sees_all):>9} {cell(self.kill_noticed, iv=True):>18} "
                          f"{cell(self.stop_noticed, iv=True):>18} {cell(self.back):>13} "
                          f"{cell(self.pause_noticed, iv=True):>18}")
+        if self.userstack:
+            lines.append("user stack (pcmk, corosync token 1000 ms): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in self.userstack.items()))
         lines.append("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items()))
         return "\n".join(lines)
 
@@ -586,6 +591,14 @@ def _locked_lane(t: Timings, t0: float) -> Timings:
         finally:
             cluster.remove()
         t.phases["cluster"] = time.monotonic() - mark
+        mark = time.monotonic()
+        try:
+            t.userstack = userstack_lane.run(eng, shared, IMAGE_TAG, log)
+        except userstack_lane.UserStackFailure as exc:
+            raise LaneFailure(f"user stack: {exc}") from None
+        t.phases["userstack"] = time.monotonic() - mark
+        log("user stack: three pcmk containers (corosync, controld, fakecfs) joined, a "
+            "second service, docker kill -> DOWN in the survivors' kernels, the last leave")
     t.phases["total"] = time.monotonic() - t0
     return t
 
