@@ -30,15 +30,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetNs:
-    def __init__(self, holder: subprocess.Popen[bytes], mount: bool = False) -> None:
+    def __init__(self, holder: subprocess.Popen[bytes], mount: bool = False,
+                 host: bool = False) -> None:
         self.holder = holder
         self.path = f"/proc/{holder.pid}/ns/net"
         self.mount = mount
+        self.host = host
 
     def cmd(self, *argv: str) -> list[str]:
-        """``argv`` run inside this namespace (and the holder's mount namespace if it has
-        one of its own)."""
-        extra = [f"--mount=/proc/{self.holder.pid}/ns/mnt"] if self.mount else []
+        """``argv`` run inside this namespace (and the holder's mount, IPC and UTS
+        namespaces if it has its own)."""
+        pid = self.holder.pid
+        extra = [f"--mount=/proc/{pid}/ns/mnt"] if self.mount else []
+        if self.host:
+            extra += [f"--ipc=/proc/{pid}/ns/ipc", f"--uts=/proc/{pid}/ns/uts"]
         return ["nsenter", f"--net={self.path}", *extra, "--", *argv]
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -96,16 +101,19 @@ def in_private_netns(fn: Callable[[], T]) -> T:
 
 
 @contextmanager
-def network_namespace(mount: bool = False) -> Iterator[NetNs]:
+def network_namespace(mount: bool = False, host: bool = False) -> Iterator[NetNs]:
     """A new network namespace; with ``mount``, a private mount namespace too, whose
     ``/run`` and ``/dev/shm`` are fresh tmpfs (gone with the namespace: corosync's libqb
-    leaves its IPC files in ``/dev/shm`` when killed)."""
+    leaves its IPC files in ``/dev/shm`` when killed); with ``host``, IPC and UTS
+    namespaces of its own as well (an emulated host's semaphores and hostname)."""
     require_root()
     extra = ["--mount", "--propagation", "private"] if mount else []
+    if host:
+        extra += ["--ipc", "--uts"]
     holder = subprocess.Popen(["unshare", "--net", *extra, "sleep", "infinity"])
     try:
         wait_unshared(holder.pid)
-        ns = NetNs(holder, mount)
+        ns = NetNs(holder, mount, host)
         if mount:
             ns.run("sh", "-c", "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /dev/shm")
         ns.run("ip", "link", "set", "lo", "up")

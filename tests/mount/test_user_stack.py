@@ -44,7 +44,7 @@ def mkfs(path: Path, stack: str) -> Path:
 
 
 def uuid_of(image: Path) -> str:
-    from hbctl.devices import read_volume
+    from ocfs2fmt.blockdev import read_volume
 
     return read_volume(str(image)).uuid
 
