@@ -123,7 +123,7 @@ def registered_kernel(mountpoint: Path, conf: Path) -> Iterator[Path]:
 
 def measure(workdir: Path, rounds: int, cycles: int) -> tuple[list[Comparison], dict[str, Any]]:
     """Comparisons of -I -u, -S, -K and the -S/-K cycle; plus where our start-up goes."""
-    from hbctl.devices import read_volume
+    from ocfs2fmt.blockdev import read_volume
 
     image = workdir / "bench.img"
     mkfs(image)

@@ -31,6 +31,15 @@ HEARTBEAT_DEVICE (image file or block device to heartbeat on; unset: none),
 O2CB_BRINGUP (``hbctl``, the default: ``hbctl cluster register``; ``init-script``: Debian's
 ``/etc/init.d/o2cb online CLUSTER`` under ``fakecfs run``, as a host boots, with its
 timeouts from /etc/default/o2cb, and ``/etc/init.d/o2cb offline CLUSTER`` at the end).
+
+User stacks: with OCFS2_CLUSTER_STACK=pcmk or cman the node is a user-stack node instead of
+an o2cb one: fakecfs runs with ``--cluster-stack``; no cluster.conf is registered; the node
+waits until one of the ``ring0_addr`` addresses of $COROSYNC_CONF (default
+/etc/corosync/corosync.conf) is its own (the network may be wired into the container after it
+starts), starts ``corosync -f`` and, once corosync answers, ``ocfs2_controld.STACK -D
+--membership corosync`` on the emulated kernel; HEARTBEAT_DEVICE then registers hbctl's
+service for that volume with the daemon (joining its group). At the end the daemon and
+corosync are stopped after fakecfs.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ import ctypes
 import errno
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,11 +144,60 @@ def ensure_tmpfs(directory: str) -> None:
 # -- the node ----------------------------------------------------------------------------
 
 
+def program(name: str) -> str:
+    """A command installed beside this Python (the project's venv), else on PATH."""
+    mine = os.path.join(BIN, name)
+    return mine if os.path.exists(mine) else (shutil.which(name) or name)
+
+
+def ring0_addresses(conf: str) -> list[str]:
+    with open(conf, encoding="utf-8") as f:
+        return re.findall(r"^\s*ring0_addr\s*:\s*(\S+)", f.read(), flags=re.MULTILINE)
+
+
+def own_address(addresses: Sequence[str]) -> str | None:
+    """The first of ``addresses`` this network namespace has (one it can bind to)."""
+    for addr in addresses:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((addr, 0))
+            return addr
+        except OSError:
+            continue
+    return None
+
+
+def controld_listening() -> bool:
+    """True once ``@ocfs2_controld_sock`` (this network namespace's) accepts a client."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect("\0ocfs2_controld_sock")
+        except OSError:
+            return False
+    return True
+
+
+def wait_for(what: str, cond: object, proc: subprocess.Popen[bytes] | None,
+             timeout: float) -> None:
+    """Poll ``cond()``; a NodeError when ``proc`` dies first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if proc is not None and proc.poll() is not None:
+            raise NodeError(f"{what}: the process exited (status {proc.returncode}; see above)")
+        if time.monotonic() > deadline:
+            raise NodeError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 class Node:
     """One node's lifetime: up() in steps, down() undoing whatever up() got to."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
+        self.stack = env.get("OCFS2_CLUSTER_STACK") or "o2cb"
+        self.corosync_conf = env.get("COROSYNC_CONF") or "/etc/corosync/corosync.conf"
+        self.corosync: subprocess.Popen[bytes] | None = None
+        self.controld: subprocess.Popen[bytes] | None = None
         self.sysroot = env.get("HBCTL_SYSROOT") or "/run/fakecfs"
         self.interval_ms = env.get("FAKECFS_HB_INTERVAL_MS", "2000")
         self.conf = env.get("OCFS2_CLUSTER_CONF", "/etc/ocfs2/cluster.conf")
@@ -157,8 +217,9 @@ class Node:
 
     def mount_kernel(self) -> None:
         os.makedirs(self.sysroot, exist_ok=True)
+        stack = [] if self.stack == "o2cb" else ["--cluster-stack", self.stack]
         self.daemon = subprocess.Popen(
-            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms, self.sysroot],
+            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms, *stack, self.sysroot],
             stdin=subprocess.DEVNULL,
         )
         probe = os.path.join(self.sysroot, "sys/kernel/config/cluster")
@@ -241,6 +302,32 @@ class Node:
             raise NodeError(f"'{INIT_SCRIPT} online {cluster}' failed (exit {rc})")
         self.online = cluster
 
+    def user_stack(self) -> None:
+        """corosync, then ocfs2_controld on this kernel: a pcmk or cman node."""
+        if self.stack not in ("pcmk", "cman"):
+            raise NodeError(f"OCFS2_CLUSTER_STACK={self.stack!r}: use o2cb (the default), "
+                            "pcmk or cman")
+        if not os.path.exists(self.corosync_conf):
+            raise NodeError(f"OCFS2_CLUSTER_STACK={self.stack} needs corosync's configuration "
+                            f"at {self.corosync_conf}: mount one with "
+                            f"'-v ./corosync.conf:{self.corosync_conf}:ro'")
+        addresses = ring0_addresses(self.corosync_conf)
+        if not addresses:
+            raise NodeError(f"{self.corosync_conf} has no nodelist with ring0_addr entries")
+        if own_address(addresses) is None:
+            log(f"waiting for one of {', '.join(addresses)} to be this node's address")
+            wait_for("the node's network address", lambda: own_address(addresses), None,
+                     float(self.env.get("NODE_NETWORK_TIMEOUT_S", "300")))
+        self.corosync = subprocess.Popen(["corosync", "-f", "-c", self.corosync_conf],
+                                         stdin=subprocess.DEVNULL)
+        wait_for("corosync", lambda: subprocess.run(
+            ["corosync-cmapctl", "-g", "totem.cluster_name"], capture_output=True,
+            check=False).returncode == 0, self.corosync, 60)
+        self.controld = subprocess.Popen(
+            [program(f"ocfs2_controld.{self.stack}"), "-D", "--membership", "corosync",
+             "--sysroot", self.sysroot], stdin=subprocess.DEVNULL)
+        wait_for("ocfs2_controld", controld_listening, self.controld, 60)
+
     def up(self) -> None:
         times = {"started": time.time()}
         self.mount_kernel()
@@ -252,7 +339,11 @@ class Node:
         except RunError as exc:
             raise NodeError(str(exc)) from None
         times["mounted"] = time.time()
-        self.register()
+        if self.stack == "o2cb":
+            self.register()
+        else:
+            self.user_stack()
+            times["controld"] = time.time()
         if self.device:
             times["heartbeat_start"] = time.time()
             self.hbctl("start", "-d", self.device)  # returns once the region is steady
@@ -262,7 +353,7 @@ class Node:
         with open(READY + ".new", "w", encoding="ascii") as f:
             json.dump({"node": self.node, **times}, f)
         os.rename(READY + ".new", READY)
-        log(f"node {self.node} is up (heartbeat interval {self.interval_ms} ms"
+        log(f"node {self.node} is up ({self.stack}, heartbeat interval {self.interval_ms} ms"
             + (f", heartbeat on {self.device})" if self.device else ", no heartbeat)"))
 
     def down(self) -> None:
@@ -291,6 +382,21 @@ class Node:
                 self.daemon.kill()
                 self.daemon.wait()
         self.daemon = None
+        # The user stack after the kernel: put_super's helper still reached the daemon. The
+        # daemon ignores SIGTERM while it has groups, so it is killed; corosync stops cleanly.
+        for proc, sig in ((self.controld, signal.SIGKILL), (self.corosync, signal.SIGTERM)):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout=8)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.controld = self.corosync = None
+
+    def processes(self) -> list[tuple[str, subprocess.Popen[bytes] | None]]:
+        return [("fakecfs", self.daemon), ("corosync", self.corosync),
+                ("ocfs2_controld", self.controld)]
 
 
 # -- process supervision (we are PID 1, or the first process of the user namespace) --------
@@ -316,17 +422,19 @@ def reap_orphans(keep: set[int]) -> None:
             os.waitpid(info.si_pid, 0)
 
 
-def supervise(children: Sequence[subprocess.Popen[bytes] | None],
+def supervise(children: Sequence[tuple[str, subprocess.Popen[bytes] | None]],
               main: subprocess.Popen[bytes] | None) -> int | None:
-    """Wait for a stop signal, or for ``main`` (the user's command) to exit; its status."""
+    """Wait for a stop signal, for ``main`` (the user's command) to exit (its status), or
+    for one of the node's own processes to die (1)."""
     while _stop_signal is None:
         if main is not None and main.poll() is not None:
             return main.returncode
-        daemon = children[0]
-        if daemon is not None and daemon.poll() is not None:
-            log(f"fakecfs exited unexpectedly (status {daemon.returncode})")
-            return 1
-        reap_orphans({c.pid for c in (*children, main) if c is not None})
+        for name, child in children:
+            if child is not None and child.poll() is not None:
+                log(f"{name} exited unexpectedly (status {child.returncode})")
+                return 1
+        reap_orphans({c.pid for _, c in children if c is not None}
+                     | ({main.pid} if main is not None else set()))
         time.sleep(0.1)
     return None
 
@@ -349,7 +457,7 @@ def run_node(argv: list[str]) -> int:
         node.up()
         if _stop_signal is None and argv:
             command = subprocess.Popen(argv, env=dict(os.environ, HBCTL_SYSROOT=node.sysroot))
-        result = supervise([node.daemon], command)
+        result = supervise(node.processes(), command)
         if result is not None:
             status = result
         if command is not None:

@@ -101,9 +101,12 @@ def watch(nodes: list[Node], t0: float, until: object, note: str, timeout: float
 
 
 def preflight() -> None:
-    missing = [t for t in ("mkfs.ocfs2", "unshare", "nsenter") if shutil.which(t) is None]
+    packages = {"mkfs.ocfs2": "ocfs2-tools", "unshare": "util-linux", "nsenter": "util-linux"}
+    missing = [t for t in packages if shutil.which(t) is None]
     if missing:
-        raise SystemExit(f"demo: missing tools: {', '.join(missing)} (run make setup)")
+        need = " ".join(dict.fromkeys(packages[t] for t in missing))
+        raise SystemExit(f"demo: missing tools: {', '.join(missing)} (Debian: apt-get install "
+                         f"{need}; or run make setup)")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise SystemExit("demo: /dev/fuse is not accessible (run as root, or make setup)")
     if os.geteuid() != 0:

@@ -117,7 +117,8 @@ def _device(label: str, fd: int) -> Device | None:
 def prepare(launch: Launch) -> dict[str, str]:
     """Set up this process's namespace; the environment to exec the helper with."""
     from .findable import make_findable
-    from .run import RunError, bind_surfaces, enter_namespaces, preload_library
+    from .run import RunError, bind_surfaces, enter_namespaces
+    from .shim import ShimError, preload_library
 
     try:
         preload = preload_library()
@@ -126,7 +127,7 @@ def prepare(launch: Launch) -> dict[str, str]:
         devices = [dev for label, fd in launch.devices
                    if (dev := _device(label, fd)) is not None]
         make_findable(devices)
-    except (RunError, OSError) as exc:
+    except (RunError, ShimError, OSError) as exc:
         print(f"(fakecfs) cannot prepare the helper's namespace ({exc}); running "
               "it in the daemon's", file=sys.stderr)
         return helper_env(None, None, launch.sysroot)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from hbctl.devices import sector_size_fd
+from ocfs2fmt.blockdev import sector_size_fd
 
 from .events import EventLog, EventsFile
 from .faults import FaultCommand, FaultError, FaultSet, FaultsFile, Phase
@@ -37,6 +37,14 @@ from .vfs import CONTROL_DIR, MountCommand
 
 log = logging.getLogger("fakecfs.kernel")
 IMAGE_SECTOR_SIZE = 512  # the logical block size an image file stands for
+
+
+def _read_host_misc() -> str:
+    try:
+        with open("/proc/misc", encoding="latin-1") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -92,6 +100,10 @@ class Kernel:
         self.stackglue = StackGlue(self.options.recover_callbacks)
         self.user_stack = UserStack()
         self.node_downs: list[NodeDown] = []  # DOWN messages that reached a mounted volume
+        # The host's /proc/misc, read once now: later a bind of our own proc/misc may sit
+        # there (the node image's entrypoint, `fakecfs run` around this daemon), and reading
+        # it from a FUSE handler would wait on ourselves for ever.
+        self._host_misc = _read_host_misc()
         self.crashed = ""  # why the emulated machine "restarted", if it did
         self.hb_ctl = HbCtlPath(self.options.hb_ctl_path)
         self.root = StaticDir("")
@@ -175,12 +187,7 @@ class Kernel:
                 self.register(self.dev_misc.add(make()))
 
     def _proc_misc(self) -> str:
-        try:
-            with open("/proc/misc", encoding="latin-1") as f:
-                host = f.read()
-        except OSError:
-            host = ""
-        return proc_misc_text(host, "ocfs2_stack_user" in self.modules.loaded)
+        return proc_misc_text(self._host_misc, "ocfs2_stack_user" in self.modules.loaded)
 
     def _node_down(self, down: NodeDown) -> None:
         # ocfs2_do_node_down: the volume starts recovery of that node's journal.

@@ -46,15 +46,20 @@ import errno
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from . import shim
 from .findable import Device, device_of, make_findable
 
 PROG = "fakecfs run"
+# What Debian's ocfs2-tools installs: a missing one gets the package named, not just ENOENT.
+OCFS2_TOOLS = frozenset({
+    "o2cb", "o2cluster", "o2hbmonitor", "o2image", "ocfs2_hb_ctl", "debugfs.ocfs2",
+    "fsck.ocfs2", "mkfs.ocfs2", "mount.ocfs2", "mounted.ocfs2", "tunefs.ocfs2",
+})
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -73,9 +78,6 @@ MNT_DETACH = 2
 # Where this package is imported from: helper processes started with a bare environment
 # (kmodcmd, helperns) must find it there.
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
-PRELOAD_NAME = "fakecfs_preload.so"
-PRELOAD_SOURCE = os.path.join(PRELOAD_DIR, "fakecfs_preload.c")
 
 
 class RunError(Exception):
@@ -108,68 +110,6 @@ SURFACES = (
     Surface("dev/misc", ("/dev/misc",), required=False, mirror_only=True),
     Surface("proc/misc", ("/proc/misc",), required=False),
 )
-
-
-# -- the shim -------------------------------------------------------------------------
-
-
-def preload_hint(env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
-    """A shim already named: ``FAKECFS_PRELOAD``, or an ``LD_PRELOAD`` entry of that name.
-
-    Installations that build the shim elsewhere (the container image puts it in
-    /usr/local/lib and preloads it everywhere) are found this way.
-    """
-    named = env.get("FAKECFS_PRELOAD")
-    if named and os.path.exists(named):
-        return named
-    for entry in env.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
-        if os.path.basename(entry) == PRELOAD_NAME and os.path.exists(entry):
-            return entry
-    return None
-
-
-def preload_library() -> str:
-    """Path of the statfs shim: one already named (:func:`preload_hint`), else the one next
-    to this module, built with ``cc`` when missing or older than its source."""
-    hint = preload_hint()
-    if hint is not None:
-        return hint
-    built = os.path.join(PRELOAD_DIR, PRELOAD_NAME)
-    if _fresh(built):
-        return built
-    if not os.path.exists(PRELOAD_SOURCE):
-        raise RunError(f"{built} is missing and so is its source {PRELOAD_SOURCE}")
-    out = built if os.access(PRELOAD_DIR, os.W_OK) else _cache_path()
-    if _fresh(out):
-        return out
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
-        raise RunError(f"{built} is missing and no C compiler (cc) is installed to build it: "
-                       "install gcc, or run 'make -C fakecfs/preload'")
-    proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-fPIC", "-shared", "-o", out, PRELOAD_SOURCE, "-ldl"],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        raise RunError(f"building {out} failed:\n{proc.stderr.strip()}")
-    return out
-
-
-def _fresh(path: str) -> bool:
-    try:
-        built = os.stat(path).st_mtime
-    except OSError:
-        return False
-    try:
-        return built >= os.stat(PRELOAD_SOURCE).st_mtime
-    except OSError:
-        return True  # no source to compare with: trust the built library
-
-
-def _cache_path() -> str:
-    from .daemon import state_dir
-
-    return os.path.join(state_dir(), PRELOAD_NAME)
 
 
 # -- namespaces -------------------------------------------------------------------------
@@ -475,6 +415,10 @@ def parser(remainder: bool = True) -> argparse.ArgumentParser:
         "unmodified ocfs2-tools accept the emulated configfs, and the namespace looks like "
         "a host with the o2cb modules (modprobe/lsmod, /proc/filesystems, /proc/modules, "
         "mount -t configfs|debugfs|ocfs2_dlmfs): Debian's /etc/init.d/o2cb runs as is.",
+        epilog="The shim ships as C source: unless a built copy sits next to it (a checkout's "
+        "make setup, the Debian package), the first run builds it with cc (or $CC) into "
+        "$XDG_CACHE_HOME/fakecfs/ (default ~/.cache/fakecfs/). CMD's exit status is returned; "
+        "127 when it is not found.",
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="a live fakecfs mount")
     p.add_argument("--node", metavar="NAME",
@@ -522,11 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_sysroot(sysroot)
         devices = [_image(path) for path in args.device]
-        preload = preload_library()
+        preload = shim.preload_library()
         enter_namespaces(args.node, args.netns)
         bound = bind_surfaces(sysroot)
         make_findable(devices)
-    except (RunError, OSError) as exc:
+    except (RunError, shim.ShimError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     try:
@@ -542,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         os.execvpe(cmd[0], cmd, env)
     except OSError as exc:
-        print(f"{PROG}: {cmd[0]}: {exc.strerror}", file=sys.stderr)
+        hint = ""
+        if exc.errno == errno.ENOENT and os.path.basename(cmd[0]) in OCFS2_TOOLS:
+            hint = " (it comes with ocfs2-tools: on Debian, apt-get install ocfs2-tools)"
+        print(f"{PROG}: {cmd[0]}: {exc.strerror}{hint}", file=sys.stderr)
         return 127 if exc.errno == errno.ENOENT else 126
     return 0  # not reached

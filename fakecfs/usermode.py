@@ -54,13 +54,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from hbctl.devices import read_volume_fd
-from hbctl.ondisk import OnDiskError, Volume
+from ocfs2fmt.blockdev import read_volume_fd
+from ocfs2fmt.ondisk import OnDiskError, Volume
 
 from .heartbeat import HeartbeatRunner
 from .helperns import HELPER_ENV, launcher_argv
 from .o2hb import Region
-from .run import PACKAGE_PARENT, preload_hint
+from .run import PACKAGE_PARENT
+from .shim import preload_hint
 from .sysfiles import ValueFile
 from .tree import FileEntry, KernelError
 from .vfs import (

@@ -43,7 +43,7 @@ import itertools
 import posixpath
 from dataclasses import dataclass, field
 
-from hbctl.mtab import escape, unescape
+from ocfs2fmt.mtab import escape, unescape
 
 from .tree import KernelError
 

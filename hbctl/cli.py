@@ -158,8 +158,8 @@ def _o2cb_stack(sysroot: Sysroot) -> str:
 
 
 def _volume(device: str) -> tuple[Any, Any]:
-    from .devices import read_volume_with_sector
-    from .ondisk import OnDiskError
+    from ocfs2fmt.blockdev import read_volume_with_sector
+    from ocfs2fmt.ondisk import OnDiskError
 
     try:
         return read_volume_with_sector(device)

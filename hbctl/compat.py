@@ -31,8 +31,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~8 ms of
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from hbctl.ondisk import HeartbeatDesc, Volume
     from hbctl.sysroot import Sysroot
+    from ocfs2fmt.ondisk import HeartbeatDesc, Volume
 
 PROGNAME = "ocfs2_hb_ctl"
 OPTSTRING = "ISKPd:u:n:h"
@@ -285,8 +285,8 @@ def _run(o: Options) -> None:
 
 
 def _read_desc(device: str, context: str) -> tuple[Volume, HeartbeatDesc]:
-    from hbctl.devices import read_volume_with_sector
-    from hbctl.ondisk import OnDiskError
+    from ocfs2fmt.blockdev import read_volume_with_sector
+    from ocfs2fmt.ondisk import OnDiskError
 
     try:
         return read_volume_with_sector(device)

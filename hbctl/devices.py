@@ -1,10 +1,10 @@
 """Finding ocfs2 volumes on this machine, and loop devices for image files (shell).
 
-`read_volume` / `read_volume_with_sector` are the I/O around `hbctl.ondisk`
-(``pread`` + ``BLKSSZGET``). `candidate_devices` lists what ``ocfs2_hb_ctl -u`` scans:
-block devices (pyudev, else ``/proc/partitions`` like the C tool), then the image files
-named by ``HBCTL_DEVICES`` for hosts without loop devices. `find_by_uuid` is the C
-tool's ``scan_devices``: the first device whose volume has exactly that UUID.
+Reading one device is `ocfs2fmt.blockdev` (shared with the emulated kernel).
+`candidate_devices` lists what ``ocfs2_hb_ctl -u`` scans: block devices (pyudev, else
+``/proc/partitions`` like the C tool), then the image files named by ``HBCTL_DEVICES``
+for hosts without loop devices. `find_by_uuid` is the C tool's ``scan_devices``: the
+first device whose volume has exactly that UUID.
 
 The loop helpers talk to the kernel directly (``/dev/loop-control`` + ``LOOP_SET_FD`` +
 ``LOOP_SET_STATUS64``), no ``losetup`` needed; autoclear stays off so the device
@@ -20,17 +20,15 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 import struct
 import time
 
-from hbctl.ondisk import HeartbeatDesc, OnDiskError, Volume, parse_volume
+from ocfs2fmt.blockdev import read_volume, read_volume_with_sector
+from ocfs2fmt.ondisk import OnDiskError, Volume
 
 ENV_DEVICES = "HBCTL_DEVICES"
-DEFAULT_SECTOR_SIZE = 512  # OCFS2_MIN_BLOCKSIZE: what libocfs2 assumes when BLKSSZGET fails
 
-# <linux/fs.h>, <linux/loop.h>
-BLKSSZGET = 0x1268
+# <linux/loop.h>
 LOOP_SET_FD = 0x4C00
 LOOP_CLR_FD = 0x4C01
 LOOP_SET_STATUS64 = 0x4C04
@@ -45,74 +43,6 @@ _SKIP_PREFIXES = ("ram", "zram", "sr", "fd")
 
 class DeviceError(Exception):
     """A device operation that failed; str() is one line saying what and why."""
-
-
-# --- reading volumes -------------------------------------------------------------
-
-
-def sector_size(path: str) -> int:
-    """Logical sector size: BLKSSZGET on a block device, 512 for files or on failure."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return DEFAULT_SECTOR_SIZE
-    try:
-        return sector_size_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def sector_size_fd(fd: int) -> int:
-    """BLKSSZGET on an open block device; 512 for a file or when the ioctl fails."""
-    try:
-        if not stat.S_ISBLK(os.fstat(fd).st_mode):
-            return DEFAULT_SECTOR_SIZE
-        buf = fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4)
-    except OSError:
-        return DEFAULT_SECTOR_SIZE
-    (size,) = struct.unpack("<i", buf)
-    return size if size > 0 else DEFAULT_SECTOR_SIZE
-
-
-def _open_device(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        code = "NAMED_DEVICE_NOT_FOUND" if e.errno == errno.ENOENT else "IO"
-        raise OnDiskError(path, f"cannot open: {e.strerror}", code) from e
-
-
-def read_volume_fd(fd: int, path: str, sectsize: int | None = None) -> Volume:
-    """The ocfs2 volume on the open ``fd`` (``path`` names it in errors)."""
-    if sectsize is None:
-        sectsize = sector_size_fd(fd)
-    # Block sizes below the sector size are not probed: libocfs2 reads with O_DIRECT,
-    # which the kernel refuses below the logical sector size.
-    return parse_volume(lambda off, n: os.pread(fd, n, off), path, min_block_size=sectsize)
-
-
-def read_volume(path: str) -> Volume:
-    """The ocfs2 volume on ``path`` (block device or image file); OnDiskError if none."""
-    fd = _open_device(path)
-    try:
-        return read_volume_fd(fd, path)
-    finally:
-        os.close(fd)
-
-
-def read_volume_with_sector(path: str) -> tuple[Volume, HeartbeatDesc]:
-    """The volume and its heartbeat region on this device: ``ocfs2_hb_ctl``'s ``get_desc``.
-
-    Raises OnDiskError for everything the C tool reports as "... while reading uuid",
-    including a block size smaller than the device's sector size.
-    """
-    fd = _open_device(path)
-    try:
-        sectsize = sector_size_fd(fd)
-        volume = read_volume_fd(fd, path, sectsize)
-    finally:
-        os.close(fd)
-    return volume, volume.heartbeat(sectsize)
 
 
 # --- finding devices -------------------------------------------------------------

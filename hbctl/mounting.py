@@ -64,9 +64,9 @@ from typing import Any
 
 from hbctl import regions, semaphores
 from hbctl.errors import Code, O2cbError
-from hbctl.mtab import escape, unescape
 from hbctl.stack import OS_CONFIGFS, ConfigfsIO
 from hbctl.sysroot import Sysroot
+from ocfs2fmt.mtab import escape, unescape
 
 MOUNT_SERVICE = "ocfs2"  # mount.ocfs2's r_service, and the kernel's -K default
 CLASSIC = "o2cb"
@@ -275,8 +275,8 @@ def list_mounts(sysroot: Sysroot) -> list[MountRecord]:
         return []
 
     def uuid_of(device: str) -> str | None:
-        from hbctl.devices import read_volume
-        from hbctl.ondisk import OnDiskError
+        from ocfs2fmt.blockdev import read_volume
+        from ocfs2fmt.ondisk import OnDiskError
 
         try:
             return read_volume(device).uuid
@@ -389,9 +389,9 @@ def mount(
     A local-mount volume is mounted with ``heartbeat=none`` and no cluster join.
     If mount(2) fails the reference this call took is given back.
     """
-    from hbctl.devices import read_volume_with_sector
-    from hbctl.ondisk import OnDiskError
     from hbctl.stack import o2cb_init
+    from ocfs2fmt.blockdev import read_volume_with_sector
+    from ocfs2fmt.ondisk import OnDiskError
 
     device = os.path.abspath(device)
     dir_ = os.path.abspath(dir_)

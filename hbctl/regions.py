@@ -45,7 +45,7 @@ LOCAL_TAG = "local"
 
 
 class HeartbeatGeometry(Protocol):
-    """Where a region's heartbeat blocks are (hbctl.ondisk.HeartbeatDesc fits)."""
+    """Where a region's heartbeat blocks are (ocfs2fmt.ondisk.HeartbeatDesc fits)."""
 
     @property
     def block_bytes(self) -> int: ...
@@ -373,7 +373,7 @@ def begin_group_join(
 ) -> None:
     """Classic ``o2cb_begin_group_join``: validate, then start if local mode.
 
-    ``volume`` is an :class:`hbctl.ondisk.Volume` (``stack``, ``cluster_name``,
+    ``volume`` is an :class:`ocfs2fmt.ondisk.Volume` (``stack``, ``cluster_name``,
     ``global_heartbeat``). User stacks (pcmk, cman) are not handled here.
     """
     cluster, is_global = classic_checks(sysroot, running_stack, volume, fs)

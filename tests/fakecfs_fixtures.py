@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-VENV_BIN = Path(sys.executable).parent
+# Where the console scripts are: the venv running the tests, or (packaging lane) the
+# unpacked .deb's usr/bin, named by FAKECFS_TEST_BIN.
+VENV_BIN = Path(os.environ.get("FAKECFS_TEST_BIN") or Path(sys.executable).parent)
 FAKECFS = str(VENV_BIN / "fakecfs")
 
 

@@ -32,7 +32,7 @@ class Region:
 
     @classmethod
     def of(cls, image: Path) -> Region:
-        from hbctl.devices import read_volume_with_sector
+        from ocfs2fmt.blockdev import read_volume_with_sector
 
         volume, desc = read_volume_with_sector(str(image))
         return cls(volume.uuid, desc.block_bytes, desc.start_block, desc.blocks)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, wait_for, write_attr
-from tests.userstack.netns import wait_unshared
+from tests.netns import wait_unshared
 
 PROXY = str(Path(__file__).with_name("controld_proxy.py"))
 PY_HB_CTL = str(VENV_BIN / "ocfs2_hb_ctl")

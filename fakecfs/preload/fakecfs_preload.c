@@ -45,6 +45,9 @@
 #define CONFIGFS_MAGIC 0x62656570
 #define DLMFS_MAGIC 0x76a9f425
 
+/* fakecfs's check that a library is this shim and not some other .so (fakecfs/shim.py). */
+const int fakecfs_preload_abi = 1;
+
 static int is_configfs_path(const char *path)
 {
 	char real[PATH_MAX];

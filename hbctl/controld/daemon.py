@@ -5,10 +5,12 @@ socket ``@ocfs2_controld_sock`` (256-byte records through ``proto``), the state 
 (``mountgroups.Controld``) and the kernel's ``ocfs2_control`` device (``kernelctl``). All
 decisions are the core's; this file only moves bytes and events and carries out effects.
 
-Start-up order is upstream's: join the daemon group ``ocfs2:controld``, and only once CPG
-confirms it open the client socket, so clients get ECONNREFUSED until the daemon is up.
-The control device is opened (and the T01 handshake done) on the first filesystem join,
-not at start-up, so a daemon runs before the kernel side is there.
+Start-up order is upstream's (``cpg_joined``): join the daemon group ``ocfs2:controld``;
+once CPG confirms it, open the kernel's control device and do the T01 handshake, and only
+then open the client socket, so clients get ECONNREFUSED until the daemon is up. A daemon
+that cannot open the control device exits ("Error opening control device: ...") instead of
+serving: as upstream, it never runs without the kernel side, and a running daemon always
+holds a valid ``ocfs2_control`` handle.
 
 No client can stall another: each connection has its own reader and its own unbounded
 reply queue; a malformed record, a record cut short by EOF or a verb upstream never answers
@@ -122,17 +124,19 @@ class Daemon:
             elif isinstance(effect, Exit):
                 raise DaemonExit(effect.status, effect.reason)
 
+    def open_control(self) -> None:
+        """Upstream's ``o2cb_control_open`` step of start-up; DaemonExit when it fails."""
+        if self.control is None:
+            return  # --control-device none: a daemon for tests of the socket alone
+        self.log(f"Opening control device {self.control.path}")
+        try:
+            self.control.open(self.membership.nodeid)
+        except O2cbError as e:
+            self.log(f"{self.control.path}: {e.detail}", error=True)
+            raise DaemonExit(1, f"Error opening control device: {e.message}") from e
+        self.log(f"ocfs2_control: T01, SETN {self.membership.nodeid:08X}, SETV 01 00")
+
     async def _join(self, uuid: str) -> None:
-        if self.control is not None and self.control.fd is None:
-            try:
-                self.control.open(self.membership.nodeid)
-                self.log(f"ocfs2_control {self.control.path}: T01, "
-                         f"SETN {self.membership.nodeid:08X}, SETV 01 00")
-            except O2cbError as e:
-                self.log(f"{e.message} while opening {self.control.path}: {e.detail}",
-                         error=True)
-                await self.apply(self.core.group_join_failed(uuid, errno.ENODEV))
-                return
         try:
             await self.membership.join(GROUP_PREFIX + uuid)
         except OSError as e:
@@ -325,6 +329,7 @@ async def run(stack: str, o: Options, ready: ReadyPipe) -> int:
             except OSError as e:
                 raise DaemonExit(1, f"Unable to join the daemon group: {e}") from e
             await d.ready.wait()
+            d.open_control()
             try:
                 listener = listen()
             except OSError as e:

@@ -28,8 +28,9 @@ Options of this implementation (not in upstream's daemon):
   --cluster-name C   local membership: the cluster name MOUNT must carry (default: any)
   --join-delay-ms N  local membership: confirm joins after N ms (default 0)
   --sysroot DIR      kernel surfaces under DIR (default $HBCTL_SYSROOT or /)
-  --control-device P the kernel's ocfs2_control (default SYSROOT/dev/misc/ocfs2_control;
-                     'none': do not talk to the kernel)
+  --control-device P the kernel's ocfs2_control, handshaken at start-up (the daemon
+                     does not start if that fails; default
+                     SYSROOT/dev/misc/ocfs2_control; 'none': do not talk to the kernel)
   --pid-file P       lock file (default {pid_file}; 'none': no lock)
 
 The daemon serves the abstract socket @ocfs2_controld_sock of its network namespace.

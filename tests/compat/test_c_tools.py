@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -394,32 +393,15 @@ def test_run_exit_status_and_errors(sysroot: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and "is not a live fakecfs mount" in r.stderr
     r = fakecfs_run(str(sysroot), "--", "no-such-command-here")
     assert r.returncode == 127 and "no-such-command-here" in r.stderr
+    assert "ocfs2-tools" not in r.stderr
+    r = fakecfs_run(str(sysroot), "--", "/nonexistent/o2cb", "list-clusters")
+    assert r.returncode == 127 and "apt-get install ocfs2-tools" in r.stderr
     r = fakecfs_run("--node", "n3", str(sysroot), "--", "hostname")  # options first
     assert (r.returncode, r.stdout) == (0, "n3\n")
     r = fakecfs_run(str(sysroot), "--device", str(tmp_path / "gone.img"), "--", "true")
     assert r.returncode == 1 and "--device" in r.stderr and "No such file" in r.stderr
     r = fakecfs_run(str(sysroot), "--device", str(tmp_path), "--", "true")  # a directory
     assert r.returncode == 1 and "not an image file or block device" in r.stderr
-
-
-def test_run_builds_the_shim_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
-    from fakecfs import run
-
-    source = tmp_path / "fakecfs_preload.c"
-    shutil.copy(run.PRELOAD_SOURCE, source)
-    monkeypatch.setattr(run, "PRELOAD_DIR", str(tmp_path))
-    monkeypatch.setattr(run, "PRELOAD_SOURCE", str(source))
-    built = run.preload_library()
-    assert built == str(tmp_path / run.PRELOAD_NAME)
-    assert Path(built).read_bytes()[:4] == b"\x7fELF"
-    mtime = os.stat(built).st_mtime_ns
-    assert run.preload_library() == built and os.stat(built).st_mtime_ns == mtime  # fresh
-    source.write_text("#error broken\n")
-    os.utime(source, ns=(mtime + 10**9, mtime + 10**9))  # newer than the library
-    with pytest.raises(run.RunError, match=r"building .* failed"):
-        run.preload_library()
 
 
 def test_run_nodes_do_not_share_semaphores(sysroot: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from hbctl import devices
 from hbctl.devices import DeviceError
-from hbctl.ondisk import HeartbeatDesc, OnDiskError
+from ocfs2fmt import blockdev
+from ocfs2fmt.ondisk import HeartbeatDesc, OnDiskError
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mkfs.ocfs2") is None, reason="mkfs.ocfs2 (ocfs2-tools) is not installed"
@@ -50,28 +51,28 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def uuid_of(path: Path) -> str:
-    return devices.read_volume(str(path)).uuid
+    return blockdev.read_volume(str(path)).uuid
 
 
 # --- reading ---------------------------------------------------------------------
 
 
 def test_read_volume_with_sector_on_a_file(images: dict[str, Path]) -> None:
-    vol, hb = devices.read_volume_with_sector(str(images["a"]))
+    vol, hb = blockdev.read_volume_with_sector(str(images["a"]))
     assert vol.device == str(images["a"]) and vol.cluster_name == "devtest"
     assert hb == HeartbeatDesc(512, vol.hb_blkno * 8, 255)
-    assert devices.sector_size(str(images["a"])) == 512
+    assert blockdev.sector_size(str(images["a"])) == 512
 
 
 def test_read_volume_errors_are_one_line(tmp_path: Path, images: dict[str, Path]) -> None:
     with pytest.raises(OnDiskError) as info:
-        devices.read_volume(str(tmp_path / "missing"))
+        blockdev.read_volume(str(tmp_path / "missing"))
     assert info.value.code == "NAMED_DEVICE_NOT_FOUND"
     assert str(info.value).startswith(f"{tmp_path / 'missing'}: cannot open")
     with pytest.raises(OnDiskError) as info:
-        devices.read_volume(str(images["folder"] / "0-garbage.bin"))
+        blockdev.read_volume(str(images["folder"] / "0-garbage.bin"))
     assert "\n" not in str(info.value) and info.value.code in ("BAD_MAGIC", "OCFS_REV")
-    assert devices.sector_size(str(tmp_path / "missing")) == 512
+    assert blockdev.sector_size(str(tmp_path / "missing")) == 512
 
 
 # --- HBCTL_DEVICES ---------------------------------------------------------------
@@ -162,8 +163,8 @@ def test_loop_attach_find_detach(
     assert dev in devices.candidate_devices()
     uuid = uuid_of(images["a"])
     assert devices.find_by_uuid(uuid) == dev
-    assert devices.sector_size(dev) == 512
-    vol, hb = devices.read_volume_with_sector(dev)
+    assert blockdev.sector_size(dev) == 512
+    vol, hb = blockdev.read_volume_with_sector(dev)
     assert vol.uuid == uuid and hb == HeartbeatDesc(512, vol.hb_blkno * 8, 255)
     # losetup sees the name we set with LOOP_SET_STATUS64, and no autoclear
     if shutil.which("losetup"):
@@ -220,13 +221,13 @@ def test_4k_sector_loop_device(images: dict[str, Path], key: str, ok: bool) -> N
     except subprocess.CalledProcessError as e:
         pytest.skip(f"losetup -b 4096 failed: {e.stderr.strip()}")
     try:
-        assert devices.sector_size(dev) == 4096
+        assert blockdev.sector_size(dev) == 4096
         if ok:
-            vol, hb = devices.read_volume_with_sector(dev)
+            vol, hb = blockdev.read_volume_with_sector(dev)
             assert hb == HeartbeatDesc(4096, vol.hb_blkno, 255)
         else:
             with pytest.raises(OnDiskError) as info:
-                devices.read_volume_with_sector(dev)
+                blockdev.read_volume_with_sector(dev)
             assert info.value.code == "BAD_MAGIC"
             assert info.value.com_err == "Bad magic number in superblock"
     finally:

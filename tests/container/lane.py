@@ -36,7 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.container import userstack_lane
 from tests.container.dockerd import CACHE, Engine, Skip, engine
+from tests.packaging import lane as packaging
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "container"
@@ -102,7 +104,7 @@ class Volume:
             ["mkfs.ocfs2", "-q", "-F", "-b", "4096", "-C", "4096", "-N", "4", "-J", "size=4M",
              "-L", "lane", "--cluster-stack=o2cb", "--cluster-name=demo", str(path)],
             check=True, stdin=subprocess.DEVNULL, capture_output=True)
-        from hbctl.devices import read_volume_with_sector
+        from ocfs2fmt.blockdev import read_volume_with_sector
 
         volume, desc = read_volume_with_sector(str(path))
         return cls(path, volume.uuid, desc.start_block * desc.block_bytes,
@@ -136,14 +138,14 @@ class Watch:
         self.ready: dict[str, float] = {}  # the entrypoint's step times (wall clock)
         self.cond = threading.Condition()
         # Only once the node is up is there a namespace for node-exec to enter. A restarted
-        # container still has its last run's ready file until the entrypoint removes it, so
-        # a ready file older than ``since`` (the start, wall clock) does not count.
+        # container still has the killed run's ready and pid files until its entrypoint
+        # removes them: only a ready file written since ``since`` counts.
         self.proc = subprocess.Popen(
             [eng.docker, "exec", container, "sh", "-c",
-             "R=/run/fakecfs-node/ready; "
-             'while [ ! -e $R ] || [ "$(stat -c %Y $R)" -lt "$2" ]; do sleep 0.02; done; '
-             'exec node-exec /opt/fakecfs/bin/python -u -c "$0" "$1"', WATCH, uuid,
-             str(int(since))],
+             # One stat per test: the entrypoint may remove a stale file between two.
+             'while ! { m=$(stat -c %Y /run/fakecfs-node/ready 2>/dev/null) && '
+             '[ "$m" -ge "$2" ]; }; do sleep 0.02; done; '
+             'exec node-exec /usr/bin/python3 -u -c "$0" "$1"', WATCH, uuid, str(int(since))],
             env=eng.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -171,7 +173,7 @@ class Watch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LaneFailure(f"no node saw {sorted(want)} live within {timeout} s; "
-                                      f"events {self.events[-5:]}")
+                                      f"events {self.events[-5:]}{self._ended()}")
                 self.cond.wait(left)
 
     def appeared(self, timeout: float = 60) -> float:
@@ -189,6 +191,13 @@ class Watch:
                     raise LaneFailure(f"the region never came up; events {self.events}; "
                                       f"watcher: {err}")
                 self.cond.wait(left)
+
+    def _ended(self) -> str:
+        """How the watcher ended, if it did (it should run until closed)."""
+        if self.proc.poll() is None:
+            return ""
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        return f"; the watcher exited {self.proc.returncode}: {err.strip()[-1000:]}"
 
     def close(self) -> None:
         self.proc.kill()
@@ -281,6 +290,7 @@ class Timings:
     back: dict[str, float] = field(default_factory=dict)  # restart -> seen live again
     pause_noticed: dict[str, float] = field(default_factory=dict)  # docker pause -> dead
     phases: dict[str, float] = field(default_factory=dict)
+    userstack: dict[str, float] = field(default_factory=dict)  # tests/container/userstack_lane
 
     def table(self) -> str:
         i = INTERVAL_MS / 1000
@@ -303,6 +313,9 @@ class Timings:
                          f"{cell(self.sees_all):>9} {cell(self.kill_noticed, iv=True):>18} "
                          f"{cell(self.stop_noticed, iv=True):>18} {cell(self.back):>13} "
                          f"{cell(self.pause_noticed, iv=True):>18}")
+        if self.userstack:
+            lines.append("user stack (pcmk, corosync token 1000 ms): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in self.userstack.items()))
         lines.append("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items()))
         return "\n".join(lines)
 
@@ -328,6 +341,22 @@ def check_status(cluster: Cluster, name: str, uuid: str, live: set[str]) -> None
     check(names == live, f"{name}: live {sorted(names)}, expected {sorted(live)}")
     # The unmodified C tool reads the same semaphore.
     check(cluster.c_refs(name, uuid) == f"{uuid}: 1 refs", f"{name}: ocfs2_hb_ctl -I")
+
+
+def check_installed_from_the_deb(eng: Engine) -> None:
+    """The node runs the project's Debian package on Debian's Python packages."""
+    proc = eng.run("run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE_TAG, "-c",
+                   "dpkg-query -W -f '${Package} ${Status}\\n' fakecfs-hbctl python3-pyfuse3 "
+                   "python3-trio && ! test -e /opt/fakecfs && python3 -c "
+                   "'import fakecfs, pyfuse3; print(fakecfs.__file__, pyfuse3.__file__)'",
+                   check=False)
+    lines = proc.stdout.splitlines()
+    check(proc.returncode == 0 and len(lines) == 4
+          and all(line.endswith("install ok installed") for line in lines[:3])
+          and lines[3].split() == ["/usr/lib/python3/dist-packages/fakecfs/__init__.py",
+                                   "/usr/lib/python3/dist-packages/pyfuse3.cpython-311-"
+                                   "x86_64-linux-gnu.so"],
+          f"the image is not the .deb on Debian's packages:\n{proc.stdout}{proc.stderr}")
 
 
 def check_profiles(eng: Engine) -> None:
@@ -518,12 +547,21 @@ def _locked_lane(t: Timings, t0: float) -> Timings:
                        f"{base.stderr.strip()[-400:]}")
         t.phases["base"] = time.monotonic() - mark
         mark = time.monotonic()
+        # The image installs the project's .deb: the packaging lane's, built once per input.
+        try:
+            with packaging.locked_workdir() as work:
+                deb = packaging.deb(work)
+        except packaging.Unavailable as exc:
+            raise Skip(f"no Debian package to install: {exc}") from exc
+        t.phases["deb"] = time.monotonic() - mark
+        mark = time.monotonic()
         build = subprocess.run(
-            [str(CONTAINER / "build.sh"), "--base", BASE_TAG, "--tag", IMAGE_TAG],
-            env=dict(env, PYTHON=sys.executable), capture_output=True, text=True, check=False)
+            [str(CONTAINER / "build.sh"), "--base", BASE_TAG, "--tag", IMAGE_TAG,
+             "--deb", str(deb)], env=env, capture_output=True, text=True, check=False)
         if build.returncode != 0:
             raise LaneFailure(f"image build failed:\n{build.stdout[-2000:]}"
                               f"{build.stderr[-2000:]}")
+        check_installed_from_the_deb(eng)
         t.phases["build"] = time.monotonic() - mark
         # Each build leaves the previous image dangling: keep the cache from growing.
         eng.run("image", "prune", "-f", check=False)
@@ -553,6 +591,14 @@ def _locked_lane(t: Timings, t0: float) -> Timings:
         finally:
             cluster.remove()
         t.phases["cluster"] = time.monotonic() - mark
+        mark = time.monotonic()
+        try:
+            t.userstack = userstack_lane.run(eng, shared, IMAGE_TAG, log)
+        except userstack_lane.UserStackFailure as exc:
+            raise LaneFailure(f"user stack: {exc}") from None
+        t.phases["userstack"] = time.monotonic() - mark
+        log("user stack: three pcmk containers (corosync, controld, fakecfs) joined, a "
+            "second service, docker kill -> DOWN in the survivors' kernels, the last leave")
     t.phases["total"] = time.monotonic() - t0
     return t
 

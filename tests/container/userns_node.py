@@ -62,6 +62,10 @@ def main(workdir: str, node: str, peers: list[str]) -> int:
              "the peers to see us")
         status = json.loads(tool("hbctl.cli", "status", "--json", env=env))
         result["status"] = status
+        # A second barrier: a peer that stopped first would leave our status without it.
+        open(os.path.join(workdir, f"read-{node}"), "w").close()
+        wait(lambda: all(os.path.exists(os.path.join(workdir, f"read-{p}")) for p in peers),
+             "the peers to read their status")
         result["stop"] = tool("hbctl.cli", "stop", "-d", image, env=env).strip()
         result["after_stop"] = json.loads(tool("hbctl.cli", "status", "--json", env=env))
     finally:

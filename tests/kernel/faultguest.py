@@ -63,7 +63,7 @@ def start(uuid: str, block_bytes: int, start_block: int, blocks: int) -> dict[st
 
 
 def task_faults(ch: Channel, dev: str, dead_threshold: str) -> None:
-    from hbctl.devices import read_volume_with_sector
+    from ocfs2fmt.blockdev import read_volume_with_sector
 
     volume, desc = read_volume_with_sector(dev)
     sectors = int(Path(f"/sys/block/{os.path.basename(dev)}/size").read_text())

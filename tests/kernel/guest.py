@@ -158,7 +158,7 @@ def surfaces(uuid: str) -> dict[str, object]:
 
 def task_hbctl(ch: Channel, dev: str) -> None:
     """hbctl and our ocfs2_hb_ctl on real configfs, beside the C tool, by device and UUID."""
-    from hbctl.devices import read_volume
+    from ocfs2fmt.blockdev import read_volume
 
     uuid = read_volume(dev).uuid
     ours = str(VENV_BIN / "ocfs2_hb_ctl")
@@ -204,7 +204,7 @@ def task_hbctl(ch: Channel, dev: str) -> None:
 def task_mount(ch: Channel, dev: str) -> None:
     """hbctl mount/umount on the real kernel: two mounts of one device share one reference;
     the last umount's put_super runs hb_ctl_path (our ocfs2_hb_ctl -K) and heartbeat stops."""
-    from hbctl.devices import read_volume
+    from ocfs2fmt.blockdev import read_volume
 
     uuid = read_volume(dev).uuid
     ours = str(VENV_BIN / "ocfs2_hb_ctl")
@@ -290,7 +290,7 @@ def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
     Reports every change of the real o2hb's livenodes as it happens ("live"); commands from
     the host: "start" (our ocfs2_hb_ctl -S), "stop" (-K, a clean leave), "quit".
     """
-    from hbctl.devices import read_volume
+    from ocfs2fmt.blockdev import read_volume
 
     uuid = read_volume(dev).uuid
     ours = str(VENV_BIN / "ocfs2_hb_ctl")

@@ -50,7 +50,8 @@ def test_sigterm_stops_heartbeat_cleanly_and_unmounts(tmp_path: Path) -> None:
         wait_for(lambda: livenodes(a, region.uuid) == [0], what="clean leave")
         assert time.monotonic() - start < 20 * 0.05
         wait_for(lambda: not daemon.is_mounted(str(b)), what="unmounted")
-        assert daemon.daemon_pid(str(b)) is None
+        # The daemon removes its pid file after the unmount returns: wait for it too.
+        wait_for(lambda: daemon.daemon_pid(str(b)) is None, what="pid file removed")
 
 
 def test_dead_mountpoint_is_reported_and_reused(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def test_a_tool_reference_taken_by_hand_survives_the_umount_until_the_tool_lets_
 TOOL = """
 import os, signal, sys, time
 from hbctl import regions
-from hbctl.devices import read_volume_with_sector
+from ocfs2fmt.blockdev import read_volume_with_sector
 from hbctl.sysroot import from_env
 image = os.environ["HBCTL_DEVICES"]
 vol, desc = read_volume_with_sector(image)

@@ -44,7 +44,7 @@ def mkfs(path: Path, stack: str) -> Path:
 
 
 def uuid_of(image: Path) -> str:
-    from hbctl.devices import read_volume
+    from ocfs2fmt.blockdev import read_volume
 
     return read_volume(str(image)).uuid
 
@@ -61,6 +61,8 @@ def test_hb_ctl_start_stop_services_as_upstream(cman: tuple[UserNode, str]) -> N
     node, uuid = cman
     img = str(node.image)
     hb = PY_HB_CTL
+    # The daemon did its T01 handshake at start-up, before serving any client.
+    assert node.stack_user()["control_daemons"] == "1"
     assert node.run(hb, "-S", "-d", img, "svc").rc == 0  # b1
     b2 = node.run(hb, "-S", "-d", img, "svc")
     assert (b2.rc, b2.err) == (1, "ocfs2_hb_ctl: Configuration error discovered while "

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fakecfs.events import KINDS
 from hbctl.events import format_event, parse_kmsg, read_fakecfs, read_kmsg
+from tests.fakecfs_fixtures import VENV_BIN
 
 UUID = "0123456789ABCDEF0123456789ABCDEF"
 
@@ -77,7 +77,7 @@ def test_hbctl_events_on_this_host() -> None:
     assert all({"seq", "t", "kind", "level", "message"} <= set(e) for e in events)
     assert all(e["kind"] in KINDS or e["kind"] in ("net_up", "net_down", "kernel")
                for e in events)
-    out = subprocess.run([str(Path(sys.executable).parent / "hbctl"), "--sysroot", "/",
+    out = subprocess.run([str(VENV_BIN / "hbctl"), "--sysroot", "/",
                           "events", "--json"], capture_output=True, text=True, check=True)
     assert len(out.stdout.splitlines()) >= len(events)
 

@@ -153,7 +153,7 @@ def volume(sysroot: Path, tmp_path: Path) -> dict[str, str]:
 
 RULES = """
 from hbctl import mounting as M, regions as R
-from hbctl.devices import read_volume_with_sector
+from ocfs2fmt.blockdev import read_volume_with_sector
 from hbctl.sysroot import from_env
 root = from_env()
 image = os.environ["IMAGE"]

@@ -1,4 +1,4 @@
-"""hbctl.ondisk: synthetic volumes built byte by byte, and real mkfs.ocfs2 images
+"""ocfs2fmt.ondisk: synthetic volumes built byte by byte, and real mkfs.ocfs2 images
 checked against debugfs.ocfs2's own reading of them."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hbctl.ondisk import (
+from ocfs2fmt.ondisk import (
     COM_ERR,
     HeartbeatDesc,
     OnDiskError,

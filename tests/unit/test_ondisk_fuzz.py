@@ -1,4 +1,4 @@
-"""hbctl.ondisk against hostile bytes: any device content gives a Volume or an
+"""ocfs2fmt.ondisk against hostile bytes: any device content gives a Volume or an
 OnDiskError, never another exception (every block device on the host gets probed).
 
 The seeds are real mkfs.ocfs2 images: a 512-byte-block one (extent-mapped system dir)
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hbctl.ondisk import OnDiskError, Volume, parse_volume
+from ocfs2fmt.ondisk import OnDiskError, Volume, parse_volume
 
 FUZZ = settings(
     max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from hbctl.controld import proto
+from tests.netns import NetNs, network_namespace, require_root
 from tests.userstack import ctl
 from tests.userstack.daemon import BIN, control_file, fake_sysroot
-from tests.userstack.netns import NetNs, network_namespace, require_root
 
 SUBNET = "10.213.0"
 CLUSTER = "uc"
@@ -65,6 +65,7 @@ class Node:
     dir: Path
     corosync: subprocess.Popen[bytes] | None = None
     controld: subprocess.Popen[bytes] | None = None
+    kernel: subprocess.Popen[bytes] | None = None  # fakecfs (tests/userstack/fscluster.py)
 
     @property
     def control(self) -> Path:
@@ -82,12 +83,16 @@ class Node:
 
     def log(self) -> str:
         return "\n".join((self.dir / f).read_text(errors="replace")
-                         for f in ("corosync.log", "controld.log") if (self.dir / f).exists())
+                         for f in ("corosync.log", "controld.log", "fakecfs.log")
+                         if (self.dir / f).exists())
 
     def kill(self, corosync: bool = True) -> None:
-        """``kill -9`` of this node's controld and (``corosync``) its corosync: a crashed
-        node, or with ``corosync=False`` a daemon that died on a live node."""
-        procs = [self.controld] + ([self.corosync] if corosync else [])
+        """``kill -9`` of this node's kernel (fakecfs, if it has one), controld and
+        (``corosync``) its corosync: a crashed node, or with ``corosync=False`` a daemon
+        that died on a live node."""
+        procs = [self.controld]
+        if corosync:  # the kernel first: a crash, not a kernel losing its daemon
+            procs = [self.kernel, self.controld, self.corosync]
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -96,7 +101,7 @@ class Node:
                 proc.wait(timeout=30)
 
 
-def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         # A session of its own: teardown kills the whole group (nsenter, unshare, sh...).
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -130,7 +135,10 @@ def corosync_answers(node: Node) -> bool:
 
 
 @contextmanager
-def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
+def corosync_nodes(tmp: Path, n: int = 3, node_namespaces: bool = False) -> Iterator[list[Node]]:
+    """``n`` nodes wired to a bridge, each with its corosync started and answering; every
+    process of every node is killed at the end. ``node_namespaces`` also gives each node
+    its own IPC and UTS namespaces (a whole emulated host: its semaphores, its hostname)."""
     require_corosync()
     with ExitStack() as stack:
         bridge = stack.enter_context(network_namespace())
@@ -139,7 +147,7 @@ def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
             bridge.run("ip", "link", "add", "br0", "type", "bridge")
             bridge.run("ip", "link", "set", "br0", "up")
             for i in range(1, n + 1):
-                ns = stack.enter_context(network_namespace(mount=True))
+                ns = stack.enter_context(network_namespace(mount=True, host=node_namespaces))
                 d = tmp / f"node{i}"
                 (d / "var-lib-corosync").mkdir(parents=True)
                 ns.run("mount", "--bind", str(d / "var-lib-corosync"), "/var/lib/corosync")
@@ -148,23 +156,34 @@ def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
                 bridge.run("ip", "link", "set", f"p{i}", "master", "br0", "up")
                 ns.run("ip", "addr", "add", f"{SUBNET}.{i}/24", "dev", "eth0")
                 ns.run("ip", "link", "set", "eth0", "up")
+                if node_namespaces:
+                    ns.run("hostname", f"node{i}")
                 nodes.append(Node(i, ns, d))
         except subprocess.CalledProcessError as e:
             pytest.skip(f"cannot wire network namespaces here ({' '.join(e.cmd[3:])}): "
                         f"{e.stderr.strip()}")
-        stack.callback(lambda: [node.kill() for node in nodes])
+        for node in nodes:
+            stack.callback(node.kill)
         for node in nodes:
             conf = node.dir / "corosync.conf"
             conf.write_text(corosync_conf(n))
-            node.corosync = _spawn(node.ns.cmd("corosync", "-f", "-c", str(conf)),
+            node.corosync = spawn(node.ns.cmd("corosync", "-f", "-c", str(conf)),
                                    node.dir / "corosync.log")
         for node in nodes:
-            # Like an init system: the daemon starts once its corosync answers.
+            # Like an init system: what depends on corosync starts once it answers.
             wait_until(f"corosync on node{node.nodeid}",
                        lambda node=node: corosync_answers(node), START_TIMEOUT_S, nodes)
+        yield nodes
+
+
+@contextmanager
+def corosync_cluster(tmp: Path, n: int = 3) -> Iterator[list[Node]]:
+    """``n`` corosync nodes, each with an ocfs2_controld whose kernel is a control file."""
+    with corosync_nodes(tmp, n) as nodes:
+        for node in nodes:
             sysroot = fake_sysroot(node.dir / "sysroot", "pcmk")
             control_file(node.control)
-            node.controld = _spawn(
+            node.controld = spawn(
                 node.ns.cmd(str(BIN / "ocfs2_controld.pcmk"), "-D", "--membership",
                             "corosync", "--sysroot", str(sysroot),
                             "--control-device", str(node.control), "--pid-file", "none"),

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.netns import NetNs
 from tests.userstack import ctl
-from tests.userstack.netns import NetNs
 
 BIN = Path(sys.executable).parent
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from hbctl.controld import proto
+from tests.netns import NetNs, require_root, wait_unshared
 from tests.userstack import ctl
 from tests.userstack.daemon import BIN, fake_sysroot
-from tests.userstack.netns import NetNs, require_root, wait_unshared
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "fakecfs/preload/fakecfs_preload.so"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from hbctl.controld import proto
+from tests.netns import NetNs, network_namespace
 from tests.userstack.daemon import BIN, RunningDaemon, control_file, controld, fake_sysroot
-from tests.userstack.netns import NetNs, network_namespace
 
 U = "1431E6308F3E4C30B5A4906741DD1C4D"
 U2 = "D7B7157609244D26B8BBA703A1E7B2CA"
@@ -65,10 +65,12 @@ def join(d: RunningDaemon, service: str, device: str, uuid: str = U) -> None:
 
 def test_services_join_and_leave_over_the_socket(daemon: RunningDaemon, image: str,
                                                  tmp_path: Path) -> None:
-    join(daemon, "svc", image)
-    # The first join opened the kernel's control device and did the T01 handshake.
+    # Upstream's start-up order: the T01 handshake is done before the socket listens.
+    c = daemon.connect()
     assert (tmp_path / "ocfs2_control").read_bytes() == (
         b"T01\nT01\nSETN 00000001\nSETV 01 00\n")
+    c.close()
+    join(daemon, "svc", image)
     c = daemon.connect()
     assert c.call(proto.mount(U, "uc", image, "svc")) == (
         errno.EBUSY, f"Filesystem {U} is already mounted on svc")
@@ -147,15 +149,20 @@ def test_signals_are_ignored_while_mounts_exist(daemon: RunningDaemon, image: st
     assert daemon.proc.wait(timeout=30) == 0
 
 
-def test_missing_control_device_fails_the_join_not_the_daemon(ns: NetNs, tmp_path: Path,
-                                                              image: str) -> None:
+def test_a_daemon_without_the_control_device_does_not_start(ns: NetNs,
+                                                             tmp_path: Path) -> None:
+    # As upstream's cpg_joined: the handshake fails, the daemon shuts down, never listens.
     sysroot = fake_sysroot(tmp_path / "sysroot")
+    r = subprocess.run(ns.cmd(str(BIN / "ocfs2_controld.pcmk"), "--membership", "local",
+                              "--sysroot", str(sysroot), "--pid-file", "none"),
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (1, "ocfs2_controld.pcmk: Error opening control "
+                                           "device: Unable to access cluster service\n")
+    with ns.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(proto.SOCKET_ADDRESS)
     with controld(ns, tmp_path, "--membership", "local", "--sysroot", str(sysroot)) as d:
-        c = d.connect()
-        assert c.call(proto.mount(U, "anyname", image, "svc")) == (
-            errno.ENODEV, f"Unable to start join to group {U}")
-        assert d.connect().listing(proto.listfs("anyname")) == []
-        assert "Unable to access cluster service while opening" in d.stderr()
+        assert d.proc.wait(timeout=60) == 1
+        assert f"{sysroot}/dev/misc/ocfs2_control: No such file or directory" in d.stderr()
 
 
 def test_refuses_another_stack(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ def test_three_corosync_nodes(tmp_path: Path) -> None:
         assert n2.connect().listing(proto.listclusters()) == [CLUSTER]
         assert n2.connect().call(proto.mount(U, "pacemaker", dev, "x")) == (
             22, "Invalid cluster name")
-        assert "SETN" not in n1.control.read_text()  # no join yet, no kernel handshake
+        for node in nodes:  # the kernel handshake is done at start-up, before any join
+            assert node.kernel_writes() == f"T01\nSETN {node.nodeid:08X}\nSETV 01 00\n".encode()
 
         # Join on three nodes, one after the other: each MOUNT waits for CPG.
         for node in nodes:

@@ -8,7 +8,7 @@ and read the heartbeat file's single extent. `Volume.heartbeat` turns that into 
 region the kernel heartbeats on: 255 sector-sized slots from the file's first byte.
 
 Nothing here opens a file or calls an ioctl: the reader is passed in (see
-`hbctl.devices.read_volume` for the shell over a real path). Every way the bytes can
+`ocfs2fmt.blockdev.read_volume` for the shell over a real path). Every way the bytes can
 be wrong ends in `OnDiskError`, never in an IndexError or struct.error: the device
 is untrusted input (any block device on the host is probed when looking for a UUID).
 """
