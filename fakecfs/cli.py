@@ -40,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         "mount",
         help="mount an emulated kernel at MOUNTPOINT",
         description="Mount one emulated kernel. Its root is a sysroot holding "
-        "sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb, sys/kernel/debug/o2hb and "
-        "proc/sys/fs/ocfs2/nm/hb_ctl_path. SIGTERM/SIGINT stop heartbeat cleanly and unmount.",
+        "sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb, sys/kernel/debug/o2hb, "
+        "proc/sys/fs/ocfs2/nm/hb_ctl_path and dlm (ocfs2_dlmfs). SIGTERM/SIGINT stop "
+        "heartbeat cleanly and unmount.",
     )
     m.add_argument("mountpoint", metavar="MOUNTPOINT")
     m.add_argument("--background", "-b", action="store_true",
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="refuse regular image files for 'dev', like the real kernel")
     m.add_argument("--hb-ctl-path", default="/sbin/ocfs2_hb_ctl", metavar="PATH",
                    help="initial value of proc/sys/fs/ocfs2/nm/hb_ctl_path")
+    m.add_argument("--dlm-dir", metavar="DIR",
+                   help="where the emulated ocfs2_dlmfs keeps its host-wide lock files; nodes "
+                   "exclude each other only when they share DIR (default: DIR 'dlm' in the "
+                   "state dir, shared by one user's nodes on this host)")
     m.add_argument("--log", metavar="FILE",
                    help="log file (default: stderr; with --background a file in the state dir)")
     m.add_argument("--debug", action="store_true", help="log every kernel event")
@@ -122,6 +127,7 @@ def _mount(args: argparse.Namespace) -> int:
     options = KernelOptions(
         hb_interval_ms=args.hb_interval_ms, strict=args.strict, hb_ctl_path=args.hb_ctl_path,
         trace=_trace_writer(args.trace) if args.trace else None,
+        dlm_dir=os.path.abspath(args.dlm_dir) if args.dlm_dir else None,
     )
     allow_other = os.geteuid() == 0
     if not args.background:

@@ -21,6 +21,8 @@ import trio
 
 from hbctl.devices import sector_size_fd
 
+from .dlmfs import CAPABILITIES, DlmfsRoot
+from .dlmlocks import ClusterLocks, DlmfsShell
 from .heartbeat import HeartbeatRunner
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
@@ -45,6 +47,9 @@ class KernelOptions:
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
     owner: tuple[int, int] = field(default_factory=lambda: (os.geteuid(), os.getegid()))
+    # Where dlmfs's host-wide lock files live (fakecfs.dlmlocks); None: the daemon's state
+    # directory. Every node that must exclude another needs the same directory.
+    dlm_dir: str | None = None
 
 
 class ConfigfsRoot(StaticDir):
@@ -84,6 +89,8 @@ class Kernel:
         self._nursery: trio.Nursery | None = None
         self._running: dict[Region, _Running] = {}
         self._build()
+        self.dlm = DlmfsShell(ClusterLocks(self.options.dlm_dir or _default_dlm_dir()),
+                              _writer_signalled)
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
 
     # -- the tree ---------------------------------------------------------------------
@@ -111,6 +118,11 @@ class Kernel:
             self.debug_o2hb.add(debug_file(name, show))
         nm = self.root.subdir("proc").subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
         nm.add(self.hb_ctl.file())
+        # ocfs2_dlmfs, where the tools look for it (/dlm), and the module parameter libo2dlm
+        # reads to learn that this dlmfs serves every cluster stack.
+        self.root.add(DlmfsRoot("dlm", self.local_node_heartbeating))
+        dlmfs_params = sys_.subdir("module").subdir("ocfs2_dlmfs").subdir("parameters")
+        dlmfs_params.add(ValueFile("capabilities", lambda: CAPABILITIES + "\n"))
 
     def register(self, entry: Entry) -> Entry:
         """Give the shell an inode number for ``entry`` (stamping its creation time)."""
@@ -139,6 +151,13 @@ class Kernel:
         entry = self.inodes.get(ino)
         if entry is not None and entry.dead and ino != ROOT_INO:
             del self.inodes[ino]
+
+    def local_node_heartbeating(self) -> bool:
+        """o2hb_check_local_node_heartbeating: is the local node live in some region?"""
+        for region, running in self._running.items():
+            if region.group.cluster.this_node() in running.runner.live_nodes:
+                return True
+        return False
 
     # -- debugfs views ----------------------------------------------------------------
 
@@ -248,6 +267,7 @@ class Kernel:
         await self.mounts.unmount_all()
         for region in list(self._running):
             await self._stop_region(region)
+        self.dlm.shutdown()  # gives every dlmfs lock back to the other nodes
 
     # -- heartbeat start/stop ---------------------------------------------------------
 
@@ -398,6 +418,12 @@ async def _writer_signalled(pid: int) -> None:
         except OSError:  # gone
             return
         await trio.sleep(0.05)
+
+
+def _default_dlm_dir() -> str:
+    from .daemon import state_dir
+
+    return os.path.join(state_dir(), "dlm")
 
 
 def _block_device_name(rdev: int) -> str:

@@ -7,7 +7,8 @@
  * CONFIGFS_MAGIC and passes every other call through unchanged.
  *
  * The paths are FAKECFS_CONFIGFS_PATHS (colon separated), default
- * "/sys/kernel/config:/config".
+ * "/sys/kernel/config:/config". In the same way libo2dlm accepts /dlm only with
+ * ocfs2_dlmfs's magic: paths in FAKECFS_DLMFS_PATHS (default "/dlm") report it.
  *
  * When FAKECFS_SYSROOT names a fakecfs mount (fakecfs run sets it), ocfs2
  * mounts are routed to its emulated VFS, so an unmodified mount.ocfs2 and
@@ -34,17 +35,19 @@
 #include <unistd.h>
 
 #define CONFIGFS_MAGIC 0x62656570
+#define DLMFS_MAGIC 0x76a9f425
 
-static int is_configfs_path(const char *path)
+/* Is the real path of path one of the colon-separated list (or dflt when unset)? */
+static int path_in_list(const char *path, const char *env, const char *dflt)
 {
 	char real[PATH_MAX];
-	const char *list = getenv("FAKECFS_CONFIGFS_PATHS");
+	const char *list = getenv(env);
 	if (!path)
 		return 0;
 	if (!realpath(path, real))
 		return 0;
 	if (!list || !*list)
-		list = "/sys/kernel/config:/config";
+		list = dflt;
 	for (const char *p = list; *p;) {
 		size_t n = strcspn(p, ":");
 		if (n && strlen(real) == n && strncmp(real, p, n) == 0)
@@ -56,7 +59,17 @@ static int is_configfs_path(const char *path)
 	return 0;
 }
 
-static int is_configfs_fd(int fd)
+/* The filesystem magic to report for path, or 0 to report what the kernel said. */
+static long emulated_magic(const char *path)
+{
+	if (path_in_list(path, "FAKECFS_CONFIGFS_PATHS", "/sys/kernel/config:/config"))
+		return CONFIGFS_MAGIC;
+	if (path_in_list(path, "FAKECFS_DLMFS_PATHS", "/dlm"))
+		return DLMFS_MAGIC;
+	return 0;
+}
+
+static long emulated_magic_fd(int fd)
 {
 	char link[64], target[PATH_MAX];
 	ssize_t n;
@@ -65,7 +78,7 @@ static int is_configfs_fd(int fd)
 	if (n <= 0)
 		return 0;
 	target[n] = '\0';
-	return is_configfs_path(target);
+	return emulated_magic(target);
 }
 
 #define WRAP(name, argtype, buftype, check)                                   \
@@ -73,18 +86,19 @@ static int is_configfs_fd(int fd)
 	{                                                                     \
 		static int (*real)(argtype, buftype *);                      \
 		int ret;                                                      \
+		long magic;                                                   \
 		if (!real)                                                    \
 			real = (int (*)(argtype, buftype *))dlsym(RTLD_NEXT, #name); \
 		ret = real(arg, buf);                                         \
-		if (ret == 0 && check(arg))                                   \
-			buf->f_type = CONFIGFS_MAGIC;                         \
+		if (ret == 0 && (magic = check(arg)) != 0)                    \
+			buf->f_type = magic;                                  \
 		return ret;                                                   \
 	}
 
-WRAP(statfs, const char *, struct statfs, is_configfs_path)
-WRAP(statfs64, const char *, struct statfs64, is_configfs_path)
-WRAP(fstatfs, int, struct statfs, is_configfs_fd)
-WRAP(fstatfs64, int, struct statfs64, is_configfs_fd)
+WRAP(statfs, const char *, struct statfs, emulated_magic)
+WRAP(statfs64, const char *, struct statfs64, emulated_magic)
+WRAP(fstatfs, int, struct statfs, emulated_magic_fd)
+WRAP(fstatfs64, int, struct statfs64, emulated_magic_fd)
 
 /* -- ocfs2 mounts routed to the emulated VFS ------------------------------- */
 
