@@ -230,7 +230,7 @@ class DlmfsRoot(DirEntry):
     def lookup(self, name: str) -> Entry | None:
         return self.domains.get(name)
 
-    def mkdir(self, name: str, mode: int = 0o755) -> Entry:
+    def mkdir(self, name: str, mode: int = 0o755) -> Domain:
         if name in self.domains:
             raise KernelError(errno.EEXIST)
         check_domain_name(name)
