@@ -91,7 +91,7 @@ def test_fsck_repair_and_tunefs_label(tmp_path: Path) -> None:
 
     # Each tool joined the domain named by the UUID (after its heartbeat was steady) and
     # left it again.
-    ops = [(t["op"], t["path"], t["result"]) for t in trace_lines(trace)]
+    ops = [(str(t["op"]), str(t["path"]), t["result"]) for t in trace_lines(trace)]
     domain = f"/dlm/{uuid}"
     assert ops.count(("mkdir", domain, 0)) == 2
     assert ops.count(("rmdir", domain, 0)) == 2
