@@ -35,6 +35,7 @@ from hbctl.doctor import (
     diagnose,
 )
 from hbctl.errors import O2cbError, from_rmdir
+from hbctl.mounting import MountRecord, emulated, list_mounts
 from hbctl.stack import OS_CONFIGFS, configfs_path, write_attr
 from hbctl.sysroot import Sysroot
 
@@ -125,13 +126,24 @@ def known_volumes() -> dict[int, str]:
     return keys
 
 
+def _mounts(sysroot: Sysroot) -> list[MountRecord]:
+    """The ocfs2 mounts; under ``fakecfs run`` (real paths, FAKECFS_SYSROOT set) the
+    emulated mount table, which /proc/mounts does not show."""
+    emulated_root = os.environ.get("FAKECFS_SYSROOT")
+    if not sysroot.emulated and emulated_root:
+        fake = Sysroot(emulated_root)
+        if emulated(fake):
+            return list_mounts(fake)
+    return list_mounts(sysroot)
+
+
 def gather(sysroot: Sysroot, *, own_mutex: str | None = None,
            discover: bool = True) -> Snapshot:
     """Observe everything doctor judges. ``own_mutex``: a region whose mutex we hold."""
     from hbctl.cli import status_data
 
     data = status_data(sysroot)
-    mount_uuids = [m["uuid"] for m in data["mounts"]]
+    mount_uuids = [m.uuid for m in _mounts(sysroot)]
     clusters = []
     regions = []
     for c in data["clusters"]:
