@@ -139,7 +139,8 @@ def _mounts(sysroot: Sysroot) -> list[MountRecord]:
 
 def gather(sysroot: Sysroot, *, own_mutex: str | None = None,
            discover: bool = True) -> Snapshot:
-    """Observe everything doctor judges. ``own_mutex``: a region whose mutex we hold."""
+    """Observe everything doctor judges. ``own_mutex``: a region whose mutex we hold
+    (always a known volume, even when discovery is skipped)."""
     from hbctl.cli import status_data
 
     data = status_data(sysroot)
@@ -159,7 +160,8 @@ def gather(sysroot: Sysroot, *, own_mutex: str | None = None,
             ))
     in_configfs = {r.uuid for r in regions}
     names: dict[int, str] = {}
-    for uuid in in_configfs | {u for u in mount_uuids if u}:
+    known = in_configfs | {u for u in [*mount_uuids, own_mutex] if u}
+    for uuid in known:
         names[semaphores.region_key(uuid)] = uuid
         names[semaphores.flag_key(uuid)] = uuid
     if discover:
