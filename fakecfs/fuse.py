@@ -152,7 +152,12 @@ class KernelOperations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         parent = self.kernel.dir(parent_inode)
         if isinstance(parent, Domain):  # dlmfs: destroy the lock resource
-            parent.unlink(os.fsdecode(name))
+            try:
+                parent.unlink(os.fsdecode(name))
+            except KernelError as exc:
+                if exc.errno == errno.EBUSY:
+                    log.error("(dlmfs) %s", exc.message)
+                raise
             return
         entry = parent.lookup(os.fsdecode(name))
         if entry is None:
@@ -166,7 +171,12 @@ class KernelOperations(pyfuse3.Operations):
             raise KernelError(errno.EACCES)  # configfs (and dlmfs's root) have no ->create
         # dlmfs: make the lock resource, then open (lock) it; a refused lock leaves the
         # file made, as the kernel's create-then-open does.
-        lock = parent.create(os.fsdecode(name), mode)
+        try:
+            lock = parent.create(os.fsdecode(name), mode)
+        except KernelError as exc:
+            if exc.message:
+                log.error("(dlmfs) %s", exc.message)  # the kernel's mlog(ML_ERROR, ...)
+            raise
         self.kernel.register(lock)
         info = await self._open_lock(lock, flags, ctx.pid)
         return info, self._attr(lock)

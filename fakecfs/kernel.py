@@ -196,6 +196,8 @@ class Kernel:
             entry = parent.mkdir(name)
         except KernelError as exc:
             self._trace("mkdir", parent, name, None, -exc.errno)
+            if isinstance(parent, DlmfsRoot) and exc.message:
+                log.error("(dlmfs) %s", exc.message)  # the kernel's mlog(ML_ERROR, ...)
             raise
         if isinstance(entry, Region):
             self._add_region_debugfs(entry)
