@@ -27,7 +27,9 @@ with mode 000 (root passes only with CAP_IPC_OWNER, which Docker drops by defaul
 Environment: OCFS2_CLUSTER_CONF (default /etc/ocfs2/cluster.conf), O2CB_CLUSTER (default:
 the only cluster in the file), O2CB_NODE (default: the hostname), O2CB_HEARTBEAT_THRESHOLD
 (dead threshold in intervals; kernel default 31), FAKECFS_HB_INTERVAL_MS (default 2000),
-HEARTBEAT_DEVICE (image file or block device to heartbeat on; unset: none).
+HEARTBEAT_DEVICE (image file or block device to heartbeat on; unset: none), FAKECFS_DLM_DIR
+(a folder every node's container shares, e.g. next to the image: the emulated ocfs2_dlmfs
+keeps its lock files there, so the tools' cluster locks exclude across containers).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Node:
         self.env = env
         self.sysroot = env.get("HBCTL_SYSROOT") or "/run/fakecfs"
         self.interval_ms = env.get("FAKECFS_HB_INTERVAL_MS", "2000")
+        self.dlm_dir = env.get("FAKECFS_DLM_DIR", "")
         self.conf = env.get("OCFS2_CLUSTER_CONF", "/etc/ocfs2/cluster.conf")
         self.device = env.get("HEARTBEAT_DEVICE", "")
         self.node = env.get("O2CB_NODE") or socket.gethostname()
@@ -142,7 +145,8 @@ class Node:
     def mount_kernel(self) -> None:
         os.makedirs(self.sysroot, exist_ok=True)
         self.daemon = subprocess.Popen(
-            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms, self.sysroot],
+            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms,
+             *(["--dlm-dir", self.dlm_dir] if self.dlm_dir else []), self.sysroot],
             stdin=subprocess.DEVNULL,
         )
         probe = os.path.join(self.sysroot, "sys/kernel/config/cluster")
