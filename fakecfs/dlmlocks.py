@@ -104,13 +104,15 @@ class DlmfsShell:
         """Take the lock an open with ``flags`` asks for; return the level it holds."""
         level, trylock = open_request(flags)
         res = lock.res
-        # USER_LOCK_BUSY: a second request on this node waits for the one in flight.
+        if res.request(level, trylock) is None:  # the node's grant covers it: no waiting
+            res.hold(level)
+            return level
+        # USER_LOCK_BUSY: a request that needs the cluster waits for the one in flight.
         busy = self._busy.setdefault(lock.ino, trio.Lock())
         async with busy:
             if res.unlinked:
                 raise KernelError(errno.ENOENT)
-            need = res.request(level, trylock)
-            if need is None:
+            if res.request(level, trylock) is None:  # granted meanwhile by the one in flight
                 res.hold(level)
                 return level
             domain = lock.domain.name

@@ -193,3 +193,24 @@ def test_errnos_on_the_mount(two_nodes: tuple[Path, Path, str]) -> None:
     os.unlink(d0 / "L1")
     d0.rmdir()
     assert not d0.exists()
+
+
+def test_a_waiting_upconvert_does_not_hold_up_opens_the_grant_covers(
+        two_nodes: tuple[Path, Path, str]) -> None:
+    d0, d1, _ = two_nodes
+    pr0 = os.open(d0 / LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
+    pr1 = os.open(d1 / LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
+    proc = waiter(d0 / LOCK, os.O_RDWR)  # node0 PR -> EX waits for node1's PR
+    try:
+        wait_for(lambda: blocked_in_open(proc), what="node0's upconvert to block")
+        # Another PR open on node0 is covered by its PR grant: granted at once.
+        assert open_errno(d0 / LOCK, os.O_RDONLY | os.O_NONBLOCK) == 0
+        os.close(pr1)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["granted"]
+        assert open_errno(d1 / LOCK, os.O_RDONLY | os.O_NONBLOCK) == errno.ETXTBSY
+        proc.communicate("")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(pr0)
