@@ -75,6 +75,15 @@ while True:
 """
 
 
+# Exit 0 once the entrypoint's ready file exists and was written by a run started at or
+# after argv[1] (wall clock; the containers share the host's clock).
+FRESH_READY = r"""
+import json, sys
+with open("/run/fakecfs-node/ready") as f:
+    sys.exit(json.load(f)["started"] < float(sys.argv[1]))
+"""
+
+
 class LaneFailure(AssertionError):
     pass
 
@@ -129,15 +138,19 @@ class Volume:
 class Watch:
     """A stream of (wall time, live node numbers) from one node, read in a thread."""
 
-    def __init__(self, eng: Engine, container: str, uuid: str) -> None:
+    def __init__(self, eng: Engine, container: str, uuid: str, since: float = 0.0) -> None:
         self.events: list[tuple[float, frozenset[int] | None]] = []
         self.ready: dict[str, float] = {}  # the entrypoint's step times (wall clock)
         self.cond = threading.Condition()
-        # Only once the node is up is there a namespace for node-exec to enter.
+        # Only once the node is up is there a namespace for node-exec to enter. A container
+        # started again still holds the last run's ready file (and userns pid) until its
+        # entrypoint removes them: wait for a ready file written by a run started after
+        # ``since``, or node-exec may enter nothing and the watch read nothing forever.
         self.proc = subprocess.Popen(
             [eng.docker, "exec", container, "sh", "-c",
-             "while [ ! -e /run/fakecfs-node/ready ]; do sleep 0.02; done; "
-             'exec node-exec /opt/fakecfs/bin/python -u -c "$0" "$1"', WATCH, uuid],
+             'until /opt/fakecfs/bin/python -c "$2" "$3" 2>/dev/null; do sleep 0.05; done; '
+             'exec node-exec /opt/fakecfs/bin/python -u -c "$0" "$1"', WATCH, uuid,
+             FRESH_READY, repr(since)],
             env=eng.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -406,7 +419,7 @@ def scenario(eng: Engine, cluster: Cluster, volume: Volume, t: Timings) -> None:
         # The killed node comes back.
         restarted = time.time()
         eng.run("start", cluster.ids[victim])
-        watches[victim] = Watch(eng, cluster.ids[victim], volume.uuid)
+        watches[victim] = Watch(eng, cluster.ids[victim], volume.uuid, since=restarted)
         back = watches[keeper].first({nums[keeper], nums[victim]}, restarted)
         t.back[keeper] = back - restarted
         t.back[victim] = watches[victim].first({nums[keeper], nums[victim]}) - restarted
