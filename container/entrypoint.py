@@ -27,9 +27,13 @@ with mode 000 (root passes only with CAP_IPC_OWNER, which Docker drops by defaul
 Environment: OCFS2_CLUSTER_CONF (default /etc/ocfs2/cluster.conf), O2CB_CLUSTER (default:
 the only cluster in the file), O2CB_NODE (default: the hostname), O2CB_HEARTBEAT_THRESHOLD
 (dead threshold in intervals; kernel default 31), FAKECFS_HB_INTERVAL_MS (default 2000),
-HEARTBEAT_DEVICE (image file or block device to heartbeat on; unset: none), FAKECFS_DLM_DIR
-(a folder every node's container shares, e.g. next to the image: the emulated ocfs2_dlmfs
-keeps its lock files there, so the tools' cluster locks exclude across containers).
+HEARTBEAT_DEVICE (image file or block device to heartbeat on; unset: none),
+O2CB_BRINGUP (``hbctl``, the default: ``hbctl cluster register``; ``init-script``: Debian's
+``/etc/init.d/o2cb online CLUSTER`` under ``fakecfs run``, as a host boots, with its
+timeouts from /etc/default/o2cb, and ``/etc/init.d/o2cb offline CLUSTER`` at the end).
+FAKECFS_DLM_DIR (a folder every node's container shares, e.g. next to the image: the
+emulated ocfs2_dlmfs keeps its lock files there, so the tools' cluster locks exclude across
+containers).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ USERNS_PID = f"{STATE}/userns.pid"
 READY = f"{STATE}/ready"
 INNER = "_FAKECFS_NODE_INNER"
 BIN = os.path.dirname(sys.executable)
+INIT_SCRIPT = "/etc/init.d/o2cb"
+INIT_CONF = "/etc/ocfs2/cluster.conf"  # the init script's, hard-coded
 HBCTL = os.path.join(BIN, "hbctl")
 FAKECFS = os.path.join(BIN, "fakecfs")
 CAP_SYS_ADMIN = 21
@@ -118,6 +124,15 @@ def umount_lazy(target: str) -> None:
     _libc.umount2(target.encode(), MNT_DETACH)
 
 
+def ensure_tmpfs(directory: str) -> None:
+    """A private tmpfs at ``directory`` (this container's mount namespace only)."""
+    os.makedirs(directory, exist_ok=True)
+    ret = _libc.mount(b"tmpfs", directory.encode(), b"tmpfs", 0, b"mode=0755")
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise NodeError(f"cannot mount a tmpfs at {directory}: {os.strerror(err)}")
+
+
 # -- the node ----------------------------------------------------------------------------
 
 
@@ -135,6 +150,8 @@ class Node:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.binds: dict[str, str] = {}  # surface -> where it is bound
         self.heartbeat = False
+        self.bringup = env.get("O2CB_BRINGUP") or "hbctl"
+        self.online: str | None = None  # the cluster the init script brought online
 
     def hbctl(self, *args: str) -> None:
         env = dict(self.env, HBCTL_SYSROOT=self.sysroot)
@@ -160,6 +177,9 @@ class Node:
             time.sleep(0.02)
 
     def register(self) -> None:
+        if self.bringup not in ("hbctl", "init-script"):
+            raise NodeError(f"O2CB_BRINGUP={self.bringup!r}: use 'hbctl' (the default) or "
+                            "'init-script'")
         if not os.path.exists(self.conf):
             if self.device:
                 raise NodeError(f"HEARTBEAT_DEVICE is set but there is no cluster.conf at "
@@ -189,10 +209,42 @@ class Node:
             raise NodeError(f"{self.node!r} is not a node of cluster {name!r} in {self.conf} "
                             f"({', '.join(names)}): run the container with '--hostname NODE' "
                             "(or set O2CB_NODE)")
+        if self.bringup == "init-script":
+            self.init_script_online(name)
+            return
         args = ["cluster", "register", "--config", self.conf, "--node", self.node]
         if self.env.get("O2CB_HEARTBEAT_THRESHOLD"):
             args += ["--dead-threshold", self.env["O2CB_HEARTBEAT_THRESHOLD"]]
         self.hbctl(*args, name)
+
+    def init_script(self, *args: str) -> int:
+        """Debian's init script, unmodified, in a host-with-modules view of this kernel."""
+        return subprocess.run([FAKECFS, "run", self.sysroot, "--", INIT_SCRIPT, *args],
+                              env=self.env, check=False).returncode
+
+    def init_script_online(self, cluster: str) -> None:
+        if not os.access(INIT_SCRIPT, os.X_OK):
+            raise NodeError(f"O2CB_BRINGUP=init-script but {INIT_SCRIPT} is missing "
+                            "(Debian's ocfs2-tools ships it)")
+        if self.node != socket.gethostname():
+            raise NodeError(f"O2CB_BRINGUP=init-script finds the local node by hostname "
+                            f"({socket.gethostname()!r}), not O2CB_NODE={self.node!r}: run "
+                            "the container with '--hostname NODE'")
+        if self.env.get("O2CB_HEARTBEAT_THRESHOLD"):
+            raise NodeError("O2CB_BRINGUP=init-script takes its timeouts from "
+                            "/etc/default/o2cb: set O2CB_HEARTBEAT_THRESHOLD there, not in "
+                            "the environment")
+        if os.path.realpath(self.conf) != os.path.realpath(INIT_CONF):
+            # The script reads only /etc/ocfs2/cluster.conf: put the file there, in this
+            # container's own mount namespace.
+            ensure_tmpfs(os.path.dirname(INIT_CONF))
+            with open(self.conf, encoding="utf-8") as src, \
+                    open(INIT_CONF, "w", encoding="utf-8") as dst:
+                dst.write(src.read())
+        rc = self.init_script("online", cluster)
+        if rc != 0:
+            raise NodeError(f"'{INIT_SCRIPT} online {cluster}' failed (exit {rc})")
+        self.online = cluster
 
     def up(self) -> None:
         times = {"started": time.time()}
@@ -227,6 +279,10 @@ class Node:
                 self.hbctl("stop", "-d", self.device)
             except NodeError as exc:  # the daemon's own clean stop below still runs
                 log(str(exc))
+        if self.online is not None:
+            cluster, self.online = self.online, None
+            if self.init_script("offline", cluster) != 0:
+                log(f"'{INIT_SCRIPT} offline {cluster}' failed (the clean stop still runs)")
         for target in reversed(list(self.binds.values())):
             umount_lazy(target)
         self.binds = {}

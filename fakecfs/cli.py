@@ -2,7 +2,7 @@
 
     fakecfs mount [--background] [--hb-interval-ms N] [--strict] MOUNTPOINT
     fakecfs umount MOUNTPOINT
-    fakecfs run MOUNTPOINT [--node NAME] -- CMD ...
+    fakecfs run MOUNTPOINT [--node NAME] [--device IMAGE] -- CMD ...
 
 The mount's root is a sysroot (sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb,
 sys/kernel/debug/o2hb, proc/sys/fs/ocfs2/nm/hb_ctl_path): point hbctl at it with
@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `run` and its arguments to fakecfs.run as a whole.
     sub.add_parser("run", add_help=False,
                    help="run CMD with MOUNTPOINT's surfaces at their real paths "
-                   "(fakecfs run MOUNTPOINT [--node NAME] -- CMD ...)")
+                   "(fakecfs run MOUNTPOINT [--node NAME] [--device IMAGE] -- CMD ...)")
     return p
 
 
@@ -126,6 +126,7 @@ def _mount(args: argparse.Namespace) -> int:
         return _fail(error)
     options = KernelOptions(
         hb_interval_ms=args.hb_interval_ms, strict=args.strict, hb_ctl_path=args.hb_ctl_path,
+        mountpoint=mountpoint,
         trace=_trace_writer(args.trace) if args.trace else None,
         dlm_dir=os.path.abspath(args.dlm_dir) if args.dlm_dir else None,
     )

@@ -24,12 +24,13 @@ from hbctl.devices import sector_size_fd
 from .dlmfs import CAPABILITIES, DlmfsRoot
 from .dlmlocks import ClusterLocks, DlmfsShell
 from .heartbeat import HeartbeatRunner
+from .kmod import ModuleTable
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
 from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
 from .tree import ROOT_INO, DirEntry, Entry, FileEntry, KernelError, StaticDir
 from .usermode import MountSyscalls
-from .vfs import MountCommand
+from .vfs import CONTROL_DIR, MountCommand
 
 log = logging.getLogger("fakecfs.kernel")
 IMAGE_SECTOR_SIZE = 512  # the logical block size an image file stands for
@@ -43,6 +44,9 @@ class KernelOptions:
     strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
     fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
     hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+    # Where this kernel is mounted (its sysroot): put_super's helper gets the surfaces
+    # from there at their real paths. Empty: the helper runs in the daemon's namespace.
+    mountpoint: str = ""
     # Called after every mkdir/rmdir/write with (op, path, value, result): result is 0 or
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
@@ -92,6 +96,12 @@ class Kernel:
         self.dlm = DlmfsShell(ClusterLocks(self.options.dlm_dir or _default_dlm_dir()),
                               _writer_signalled)
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
+        self.modules = ModuleTable()  # fakecfs/modules: what /proc/modules would list
+        self.stackglue.loaded_plugins = self.modules.stack_plugins
+        control = self.root.subdir(CONTROL_DIR)
+        control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
+        control.add(ValueFile("filesystems", self.modules.filesystems))
+        control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -123,6 +133,14 @@ class Kernel:
         self.root.add(DlmfsRoot("dlm", self.local_node_heartbeating))
         dlmfs_params = sys_.subdir("module").subdir("ocfs2_dlmfs").subdir("parameters")
         dlmfs_params.add(ValueFile("capabilities", lambda: CAPABILITIES + "\n"))
+
+    def _modprobe(self, data: bytes) -> None:
+        changed = self.modules.store(data)
+        log.info("modules: %s %s", data.decode(errors="replace").strip(),
+                 ", ".join(changed) or "(nothing to do)")
+
+    def _fs_mount(self, data: bytes) -> None:
+        log.info("fsmounts: %s", self.modules.store_fs_mount(data))
 
     def register(self, entry: Entry) -> Entry:
         """Give the shell an inode number for ``entry`` (stamping its creation time)."""

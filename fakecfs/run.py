@@ -19,6 +19,15 @@ As root (or root of a user namespace) only a mount namespace is made; otherwise 
 namespace mapping the caller to root as well (``unshare --user --map-root-user``). With
 ``--node NAME`` the command also gets its own IPC namespace (the heartbeat semaphores are
 per node) and UTS namespace with hostname NAME (o2cb finds the local node by hostname).
+With ``--device IMAGE`` an image file is made findable by UUID as the C tools look
+(:mod:`fakecfs.findable`: a ``/proc/partitions`` line and ``/dev/NAME``).
+
+The namespace is also a host *with the o2cb modules*: kmod (``modprobe``, ``rmmod``,
+``lsmod``) is replaced by :mod:`fakecfs.kmodcmd`, which loads and unloads in the emulated
+kernel's module table, and the shim shows ``/proc/filesystems``, ``/proc/modules`` and the
+mount tables as such a host does and mounts configfs, debugfs and ocfs2_dlmfs from the
+sysroot, so Debian's ``/etc/init.d/o2cb`` runs unmodified. Those mounts are on the
+emulated kernel's record, and every run makes them again (:func:`restore_fs_mounts`).
 At the end the command is exec'd: its exit status is ours.
 """
 
@@ -37,6 +46,8 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .findable import Device, device_of, make_findable
+
 PROG = "fakecfs run"
 
 CLONE_NEWNS = 0x00020000
@@ -49,6 +60,9 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 2
 
+# Where this package is imported from: helper processes started with a bare environment
+# (kmodcmd, helperns) must find it there.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
 PRELOAD_NAME = "fakecfs_preload.so"
 PRELOAD_SOURCE = os.path.join(PRELOAD_DIR, "fakecfs_preload.c")
@@ -85,8 +99,27 @@ SURFACES = (
 # -- the shim -------------------------------------------------------------------------
 
 
+def preload_hint(env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """A shim already named: ``FAKECFS_PRELOAD``, or an ``LD_PRELOAD`` entry of that name.
+
+    Installations that build the shim elsewhere (the container image puts it in
+    /usr/local/lib and preloads it everywhere) are found this way.
+    """
+    named = env.get("FAKECFS_PRELOAD")
+    if named and os.path.exists(named):
+        return named
+    for entry in env.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
+        if os.path.basename(entry) == PRELOAD_NAME and os.path.exists(entry):
+            return entry
+    return None
+
+
 def preload_library() -> str:
-    """Path of the statfs shim, built with ``cc`` when missing or older than its source."""
+    """Path of the statfs shim: one already named (:func:`preload_hint`), else the one next
+    to this module, built with ``cc`` when missing or older than its source."""
+    hint = preload_hint()
+    if hint is not None:
+        return hint
     built = os.path.join(PRELOAD_DIR, PRELOAD_NAME)
     if _fresh(built):
         return built
@@ -203,8 +236,9 @@ def ensure_dir(path: str) -> None:
         mirror(parent, os.path.basename(path))
 
 
-def mirror(directory: str, *new: str) -> None:
-    """Replace ``directory`` (in this namespace) by a tmpfs copy with extra subdirs ``new``.
+def mirror(directory: str, *new: str, files: dict[str, str] | None = None) -> None:
+    """Replace ``directory`` (in this namespace) by a tmpfs copy with extra subdirs ``new``
+    and extra entries ``files`` (name -> a file bind mounted there).
 
     Every existing entry is bind mounted (recursively) from the original, so the mirror
     shows what the original shows; symlinks are copied. The tmpfs is assembled in a
@@ -229,6 +263,9 @@ def mirror(directory: str, *new: str) -> None:
                 continue  # unreadable or vanished entries are simply not mirrored
         for name in new:
             os.mkdir(os.path.join(stage, name), 0o755)
+        for name, source in (files or {}).items():
+            open(os.path.join(stage, name), "x").close()
+            _mount(source, os.path.join(stage, name), None, MS_BIND)
         _mount(stage, directory, None, MS_MOVE)
         moved = True
     finally:
@@ -236,6 +273,80 @@ def mirror(directory: str, *new: str) -> None:
             _libc.umount2(os.fsencode(stage), MNT_DETACH)
         with contextlib.suppress(OSError):
             os.rmdir(stage)
+
+
+def bind_text(target: str, text: str, mode: int) -> None:
+    """Bind a file holding ``text`` over the file ``target`` (in this namespace only).
+
+    The file lives on a private tmpfs whose staging mount is detached at once: the bind
+    keeps it alive, and nothing of it is reachable from outside the namespace.
+    """
+    stage = tempfile.mkdtemp(prefix="fakecfs-run-")
+    try:
+        _mount("tmpfs", stage, "tmpfs", 0, "mode=0755,size=1m")
+        try:
+            copy = os.path.join(stage, os.path.basename(target))
+            with open(copy, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(copy, mode)
+            _mount(copy, target, None, MS_BIND)
+        finally:
+            _libc.umount2(os.fsencode(stage), MNT_DETACH)
+    finally:
+        os.rmdir(stage)
+
+
+def restore_fs_mounts(sysroot: str, bound: dict[str, str]) -> list[str]:
+    """Mount again, in this namespace, the stack's filesystems the kernel has on record.
+
+    A host's ``mount -t ocfs2_dlmfs ... /dlm`` outlives the shell that made it; here each
+    ``fakecfs run`` is a new namespace, so the emulated kernel keeps the record
+    (``fakecfs/fsmounts``) and every run binds those trees again. A directory missing in
+    this namespace is skipped. Returns the directories mounted.
+    """
+    from .kmod import FS_TREES
+    from .vfs import unescape
+
+    try:
+        with open(os.path.join(sysroot, "fakecfs/fsmounts"), encoding="utf-8") as f:
+            records = [line.split(" ", 1) for line in f.read().splitlines() if " " in line]
+    except OSError:
+        return []
+    done = []
+    for fstype, escaped in records:
+        dir_, tree = unescape(escaped), FS_TREES.get(fstype)
+        if tree is None or bound.get(tree) == dir_ or not os.path.isdir(dir_):
+            continue  # unknown, already placed (configfs), or nowhere to mount it
+        src = os.path.join(sysroot, tree)
+        if os.path.isdir(src):
+            _mount(src, dir_, None, MS_BIND | MS_REC)
+        elif fstype == "ocfs2_dlmfs":
+            _mount("fakecfs-dlmfs", dir_, "tmpfs", 0, "mode=0755")
+        else:
+            continue
+        done.append(dir_)
+    return done
+
+
+KMOD_SEARCH = "/usr/sbin:/sbin:/usr/bin:/bin"
+
+
+def emulate_kmod() -> str | None:
+    """Put ``fakecfs.kmodcmd`` where kmod is (modprobe, rmmod, lsmod), in this namespace.
+
+    Returns the path replaced, or None where kmod is not installed.
+    """
+    found = shutil.which("modprobe", path=KMOD_SEARCH)
+    if found is None:
+        return None
+    target = os.path.realpath(found)
+    script = (
+        "#!/bin/sh\n# fakecfs run: the o2cb stack's modules, emulated\n"
+        f"PYTHONPATH={PACKAGE_PARENT} exec {sys.executable} -m fakecfs.kmodcmd "
+        '"$0" "$@"\n'
+    )
+    bind_text(target, script, 0o755)
+    return target
 
 
 def bind_surfaces(sysroot: str, bound: dict[str, str] | None = None) -> dict[str, str]:
@@ -300,13 +411,18 @@ def parser(remainder: bool = True) -> argparse.ArgumentParser:
         prog=PROG,
         description="Run CMD in a private mount namespace where a fakecfs mount's surfaces "
         "sit at /sys/kernel/config (or /config), /sys/fs/ocfs2, /sys/fs/o2cb, "
-        "/proc/sys/fs/ocfs2 and /sys/kernel/debug/o2hb, with a statfs shim preloaded so "
-        "unmodified ocfs2-tools accept the emulated configfs.",
+        "/proc/sys/fs/ocfs2 and /sys/kernel/debug/o2hb, with a shim preloaded so "
+        "unmodified ocfs2-tools accept the emulated configfs, and the namespace looks like "
+        "a host with the o2cb modules (modprobe/lsmod, /proc/filesystems, /proc/modules, "
+        "mount -t configfs|debugfs|ocfs2_dlmfs): Debian's /etc/init.d/o2cb runs as is.",
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="a live fakecfs mount")
     p.add_argument("--node", metavar="NAME",
                    help="also a private IPC namespace (per-node semaphores) and UTS namespace "
                    "with hostname NAME")
+    p.add_argument("--device", metavar="IMAGE", action="append", default=[],
+                   help="make IMAGE findable by UUID as the C tools look (a /proc/partitions "
+                   "line and /dev/BASENAME bound to it, in the namespace only); repeatable")
     if remainder:
         p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     return p
@@ -323,21 +439,40 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, list(args.command)
 
 
+def _image(path: str) -> Device:
+    try:
+        return device_of(os.path.abspath(path), path)
+    except OSError as exc:
+        raise RunError(f"--device {path}: {exc.strerror or exc}") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, cmd = parse(sys.argv[1:] if argv is None else argv)
     if not cmd:
-        print(f"{PROG}: no command given (fakecfs run MOUNTPOINT [--node NAME] -- CMD ...)",
+        print(f"{PROG}: no command given "
+              "(fakecfs run MOUNTPOINT [--node NAME] [--device IMAGE] -- CMD ...)",
               file=sys.stderr)
         return 1
     sysroot = os.path.abspath(args.mountpoint)
     try:
         check_sysroot(sysroot)
+        devices = [_image(path) for path in args.device]
         preload = preload_library()
         enter_namespaces(args.node)
         bound = bind_surfaces(sysroot)
+        make_findable(devices)
     except (RunError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    try:
+        emulate_kmod()
+    except OSError as exc:  # the rest works without it: say so, and go on
+        print(f"{PROG}: modprobe/lsmod not emulated: {exc}", file=sys.stderr)
+    try:
+        restore_fs_mounts(sysroot, bound)
+    except OSError as exc:
+        print(f"{PROG}: the kernel's earlier configfs/debugfs/dlmfs mounts not restored: "
+              f"{exc}", file=sys.stderr)
     env = command_env(dict(os.environ), preload, bound, sysroot)
     try:
         os.execvpe(cmd[0], cmd, env)

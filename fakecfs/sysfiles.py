@@ -62,6 +62,8 @@ class StackGlue:
     def __init__(self) -> None:
         self.cluster_stack = "o2cb"
         self.active_users = 0  # mounts holding the stack (ocfs2_stack_driver_get)
+        # The stack plugin modules loaded (the kernel's module table says; o2cb at boot).
+        self.loaded_plugins: Callable[[], list[str]] = lambda: ["o2cb"]
 
     @property
     def active(self) -> str:
@@ -85,7 +87,8 @@ class StackGlue:
 
         return [
             ValueFile("max_locking_protocol", lambda: "1.0\n"),
-            ValueFile("loaded_cluster_plugins", lambda: "o2cb\n"),
+            ValueFile("loaded_cluster_plugins",
+                      lambda: "".join(f"{p}\n" for p in self.loaded_plugins())),
             ValueFile(
                 "active_cluster_plugin",
                 lambda: f"{plugin(self.active)}\n" if self.active else "",

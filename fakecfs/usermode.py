@@ -14,19 +14,25 @@ The shell around :mod:`fakecfs.vfs` (the pure mount table):
   the helper returns only after it, and the next mount waits.
 * :func:`call_usermodehelper` runs the program ``hb_ctl_path`` names as the kernel does
   (``ocfs2_leave_group``, UMH_WAIT_PROC): argv ``[path, "-K", "-u", UUID]``, environment
-  exactly ``HOME=/`` and ``PATH=/sbin:/bin:/usr/sbin:/usr/bin``, cwd ``/``, no stdin, in a
-  new session. Its result is the kernel's: a wait status (>= 0), or ``-errno`` when it
-  could not be executed; only the latter is logged, in the kernel's words
-  (``ocfs2: Error -2 running user helper "..."``). fakecfs adds a log line with the exit
-  status and output of a helper that failed, which the kernel would not show.
+  ``HOME=/`` and ``PATH=/sbin:/bin:/usr/sbin:/usr/bin``, cwd ``/``, no stdin, in a new
+  session. Its result is the kernel's: a wait status (>= 0), or ``-errno`` when it could
+  not be executed; only the latter is logged, in the kernel's words (``ocfs2: Error -2
+  running user helper "..."``). fakecfs adds a log line with the exit status and output of
+  a helper that failed, which the kernel would not show.
+
+Where the helper runs: a daemon that knows its mountpoint starts it through
+:mod:`fakecfs.helperns`, in the daemon's IPC/UTS namespaces (the node's: the refcount it
+changes is the node's) but in a private mount namespace where the surfaces sit at their
+real paths, the statfs shim is preloaded and the superblock's device is findable by UUID
+(``/proc/partitions`` + ``/dev/NAME``, bound to the descriptor the mount opened). So
+``/sbin/ocfs2_hb_ctl`` -- Debian's C tool or ours -- reaches this emulated kernel with
+nothing written to ``hb_ctl_path``. The superblock keeps its device open from the first
+mount to put_super, as the kernel keeps the block device; an image file unlinked
+meanwhile is a device that vanished: it is not offered, and the helper fails to find it,
+as it would on a kernel.
 
 Not emulated: global heartbeat mode's pinning (the kernel pins every region while there
 are at most three quorum regions); only a ``heartbeat=local`` mount pins its own region.
-
-The helper inherits the daemon's namespaces. Its environment has no ``HBCTL_SYSROOT``, so
-to run *our* ``ocfs2_hb_ctl`` against the emulated kernel, ``hb_ctl_path`` must name a
-wrapper that sets it (and ``HBCTL_DEVICES`` for image files); the refcount it changes is
-in the daemon's IPC namespace, which must be the node's.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ import logging
 import os
 import stat
 import subprocess
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -44,7 +52,9 @@ from hbctl.devices import read_volume_fd
 from hbctl.ondisk import OnDiskError, Volume
 
 from .heartbeat import HeartbeatRunner
+from .helperns import HELPER_ENV, launcher_argv
 from .o2hb import Region
+from .run import PACKAGE_PARENT, preload_hint
 from .sysfiles import ValueFile
 from .tree import FileEntry, KernelError
 from .vfs import (
@@ -56,6 +66,7 @@ from .vfs import (
     MountFacts,
     MountRequest,
     MountTable,
+    RemountRequest,
     Superblock,
     UmountRequest,
     check_new_superblock,
@@ -68,8 +79,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fakecfs.vfs")
 
-HELPER_ENV = {"HOME": "/", "PATH": "/sbin:/bin:/usr/sbin:/usr/bin"}
-
 
 # -- the usermode helper ------------------------------------------------------------------
 
@@ -79,29 +88,64 @@ def helper_argv(hb_ctl_path: str, uuid: str) -> list[str]:
     return [hb_ctl_path, "-K", "-u", uuid]
 
 
-async def call_usermodehelper(argv: list[str], env: dict[str, str]) -> int:
-    """Run ``argv`` and wait (UMH_WAIT_PROC): a wait status, or -errno if not run."""
+async def call_usermodehelper(argv: list[str], env: dict[str, str],
+                               sysroot: str | None = None,
+                               devices: Sequence[tuple[str, int]] = ()) -> int:
+    """Run ``argv`` and wait (UMH_WAIT_PROC): a wait status, or -errno if not run.
+
+    With ``sysroot``, through :mod:`fakecfs.helperns` (the node's view of this kernel,
+    ``devices`` (label, open fd) findable by UUID); otherwise directly.
+    """
+    if sysroot is None:
+        return await _run_helper(argv, env, ())
+    status_r, status_w = os.pipe()
+    try:
+        launcher = launcher_argv(sys.executable, sysroot, status_w, devices, argv)
+        # The launcher's own interpreter must find this package (and the shim this daemon
+        # knows of); the helper gets only env.
+        extra = {"PYTHONPATH": PACKAGE_PARENT}
+        shim = preload_hint()
+        if shim is not None:
+            extra["FAKECFS_PRELOAD"] = shim
+        ret = await _run_helper(launcher, {**env, **extra},
+                                (status_w, *(fd for _label, fd in devices)))
+        os.close(status_w)
+        status_w = -1
+        failed = os.read(status_r, 64)
+    finally:
+        if status_w >= 0:
+            os.close(status_w)
+        os.close(status_r)
+    if failed:  # the launcher's execve of the helper failed: the kernel's -errno
+        return -(int(failed) or errno.ENOEXEC)
+    return ret
+
+
+async def _run_helper(argv: list[str], env: dict[str, str], fds: Sequence[int]) -> int:
     try:
         done = await trio.run_process(
             argv, env=env, cwd="/", stdin=subprocess.DEVNULL, capture_stdout=True,
-            capture_stderr=True, check=False, start_new_session=True,
+            capture_stderr=True, check=False, start_new_session=True, pass_fds=tuple(fds),
         )
     except OSError as e:
         return -(e.errno or errno.ENOEXEC)
     rc = done.returncode
     status = rc << 8 if rc >= 0 else -rc  # a signal death is its number, as in wait(2)
+    out = (done.stdout + done.stderr).decode(errors="replace").strip()
     if status:
-        out = (done.stdout + done.stderr).decode(errors="replace").strip()
-        log.warning("(fakecfs) user helper %s exited with wait status %d%s", argv, status,
-                    f": {out}" if out else "")
+        log.warning("(fakecfs) user helper %s exited with wait status %d%s", argv[-4:],
+                    status, f": {out}" if out else "")
+    elif "(fakecfs)" in out:
+        log.warning("%s", out)
     return status
 
 
-async def leave_group(hb_ctl_path: str, uuid: str) -> int:
+async def leave_group(hb_ctl_path: str, uuid: str, sysroot: str | None = None,
+                      devices: Sequence[tuple[str, int]] = ()) -> int:
     """``ocfs2_leave_group``: run the helper, log as the kernel does if it could not run."""
     argv = helper_argv(hb_ctl_path, uuid)
     started = trio.current_time()
-    ret = await call_usermodehelper(argv, dict(HELPER_ENV))
+    ret = await call_usermodehelper(argv, dict(HELPER_ENV), sysroot, devices)
     log.info("user helper %s: status %d after %.0f ms", " ".join(argv), ret,
              (trio.current_time() - started) * 1000)
     if ret < 0:
@@ -162,13 +206,24 @@ def _device_key(path: str, strict: bool) -> DeviceKey:
     raise KernelError(errno.ENOTBLK, f"{path} is not a block device")
 
 
-def _read_volume(path: str) -> Volume:
-    """The ocfs2 superblock on ``path`` (thread I/O); an open failure keeps its errno."""
+def _open_volume(path: str) -> tuple[int, Volume]:
+    """Open ``path`` and read its ocfs2 superblock (thread I/O): the fd stays open (the
+    superblock holds its device until put_super); an open failure keeps its errno."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return read_volume_fd(fd, path)
-    finally:
+        return fd, read_volume_fd(fd, path)
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def _vanished(fd: int) -> bool:
+    """An image file unlinked since the mount: the device is gone for everyone else."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return True
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 0
 
 
 class MountSyscalls:
@@ -178,11 +233,21 @@ class MountSyscalls:
         self.kernel = kernel
         self.table = MountTable()
         self._lock = trio.Lock()
+        self._device_fds: dict[str, int] = {}  # superblock id -> its open device
         control = kernel.root.subdir(CONTROL_DIR)
         control.add(MountsFile(self.table))
         control.add(ValueFile("README", lambda: _README, mode=0o444))
 
     async def execute(self, command: MountCommand, pid: int) -> int:
+        try:
+            return await self._execute(command, pid)
+        except KernelError as e:
+            # The kernel's dmesg line for a refused mount/remount/umount.
+            log.warning("ocfs2: %s (%s)", e.message or errno.errorcode.get(e.errno, e.errno),
+                        type(command.request).__name__.removesuffix("Request").lower())
+            raise
+
+    async def _execute(self, command: MountCommand, pid: int) -> int:
         async with self._lock:
             req = command.request
             if isinstance(req, MountRequest):
@@ -191,6 +256,10 @@ class MountSyscalls:
                 made = (self.table.rbind if req.recursive else self.table.bind)(req.src, req.dst)
                 for m in made:
                     log.info("bind %s: %s on %s (%s)", req.src, m.device, m.dir, m.sb.sid)
+            elif isinstance(req, RemountRequest):
+                changed = self.table.remount(req.dir, req.options)
+                log.info("remount %s (%s): %s", req.dir, changed[0].sb.sid,
+                         ",".join(changed[0].options))
             elif isinstance(req, UmountRequest):
                 m, last = self.table.umount(req.dir)
                 log.info("umount %s (%s, %d mounts left)", m.dir, m.sb.sid,
@@ -218,13 +287,18 @@ class MountSyscalls:
         sb = self.table.superblock(key)
         if sb is None:
             try:
-                volume = await trio.to_thread.run_sync(_read_volume, path)
+                fd, volume = await trio.to_thread.run_sync(_open_volume, path)
             except OnDiskError as e:
                 raise KernelError(errno.EINVAL, f"{req.device}: not ocfs2: {e.reason}") from e
             except OSError as e:
                 raise KernelError(e.errno or errno.EIO, f"{req.device}: {e.strerror}") from e
-            clustered = check_new_superblock(self._facts(volume, hb))
+            try:
+                clustered = check_new_superblock(self._facts(volume, hb))
+            except KernelError:
+                os.close(fd)
+                raise
             sb = self.table.new_superblock(key, req.device, volume.uuid, clustered)
+            self._device_fds[sb.sid] = fd
             self._get_super(sb, hb)
         self.table.attach(sb, req.dir, req.device, req.options)
         log.info("mount %s on %s (%s, %s, %d mounts)", req.device, req.dir, sb.sid, sb.uuid,
@@ -264,14 +338,24 @@ class MountSyscalls:
     async def _put_super(self, sb: Superblock) -> None:
         """ocfs2_dismount_volume: dlm shutdown (unpin), stack put, then the helper."""
         log.info("put_super %s (%s)", sb.sid, sb.uuid)
-        if not sb.clustered:
-            return
-        region = sb.holds
-        if isinstance(region, Region):
-            region.pinned -= 1
-            sb.holds = None
-        self.kernel.stackglue.active_users -= 1
-        await leave_group(self.kernel.hb_ctl.path, sb.uuid)
+        fd = self._device_fds.pop(sb.sid, -1)
+        try:
+            if not sb.clustered:
+                return
+            region = sb.holds
+            if isinstance(region, Region):
+                region.pinned -= 1
+                sb.holds = None
+            self.kernel.stackglue.active_users -= 1
+            devices = [(sb.device, fd)] if fd >= 0 and not _vanished(fd) else []
+            if fd >= 0 and not devices:
+                log.warning("(fakecfs) put_super %s: %s was removed; the helper cannot "
+                            "find UUID %s", sb.sid, sb.device, sb.uuid)
+            await leave_group(self.kernel.hb_ctl.path, sb.uuid,
+                              self.kernel.options.mountpoint or None, devices)
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 _README = f"""fakecfs's emulated mount table (not a real kernel path).
@@ -282,5 +366,6 @@ Write one command per write(2) to {MOUNTS_FILE} (DIR is a virtual name, absolute
   bind SRC DST
   rbind SRC DST
   umount DIR
+  remount DIR [OPTS]
 The last umount of a superblock runs hb_ctl_path -K -u UUID and returns after it.
 """

@@ -22,15 +22,18 @@ control surface is ``MOUNTPOINT/fakecfs/mounts``, outside every real kernel path
 
 * each write(2) is one command (fields separated by blanks, octal escapes ``\\040``
   for blanks inside paths, as in /proc/mounts): ``mount DEVICE DIR [OPTIONS]``,
-  ``bind SRC DST``, ``rbind SRC DST``, ``umount DIR``. It returns once the command
-  is done — for the last umount of a superblock, once the helper has exited
-  (UMH_WAIT_PROC). Errors are the syscalls' errnos.
+  ``bind SRC DST``, ``rbind SRC DST``, ``umount DIR``, ``remount DIR [OPTIONS]``. It
+  returns once the command is done — for the last umount of a superblock, once the
+  helper has exited (UMH_WAIT_PROC). Errors are the syscalls' errnos.
 
 Mount semantics kept: same device (same ``st_rdev``, or same ``(st_dev, st_ino)`` for an
 image file) = same superblock, whatever path names it; mounts stack (``umount DIR``
 removes the newest mount on DIR); umount of a mount with mounts below it is EBUSY; a
 bind of a path inside a mount binds that mount's superblock; rbind also copies every
-mount below SRC, shifted to DST. Not kept: mount propagation, lazy umount, remount.
+mount below SRC, shifted to DST; remount changes the options of every mount of DIR's
+superblock (ro/rw and the rest; ocfs2 refuses a change of heartbeat mode with EINVAL, and
+takes no heartbeat reference). Not kept: mount propagation, lazy umount, per-mount
+(bind) remount flags.
 """
 
 from __future__ import annotations
@@ -72,7 +75,13 @@ class UmountRequest:
     dir: str
 
 
-Request = MountRequest | BindRequest | UmountRequest
+@dataclass(frozen=True)
+class RemountRequest:
+    dir: str
+    options: tuple[str, ...]
+
+
+Request = MountRequest | BindRequest | UmountRequest | RemountRequest
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,12 @@ def parse_command(data: bytes) -> Request:
         return BindRequest(_abs_dir(args[0]), _abs_dir(args[1]), verb == "rbind")
     if verb == "umount" and len(args) == 1:
         return UmountRequest(_abs_dir(args[0]))
+    if verb == "remount" and len(args) in (1, 2):
+        opts = tuple(o for o in (args[1].split(",") if len(args) == 2 else []) if o)
+        return RemountRequest(_abs_dir(args[0]), opts)
     raise KernelError(errno.EINVAL, f"bad command {text.strip()!r}: use 'mount DEV DIR "
-                      "[OPTS]', 'bind SRC DST', 'rbind SRC DST' or 'umount DIR'")
+                      "[OPTS]', 'bind SRC DST', 'rbind SRC DST', 'umount DIR' or "
+                      "'remount DIR [OPTS]'")
 
 
 def heartbeat_option(options: tuple[str, ...]) -> str:
@@ -275,6 +288,28 @@ class MountTable:
             return m, None
         del self.superblocks[m.sb.key]
         return m, m.sb
+
+    def remount(self, dir_: str, options: tuple[str, ...]) -> list[Mount]:
+        """``mount -o remount``: new options for every mount of DIR's superblock.
+
+        The heartbeat mode stays what it was (a different ``heartbeat=`` is EINVAL, as
+        ocfs2_remount says "Cannot change heartbeat mode on remount"); ``rw`` is implied
+        unless ``ro`` is given; ``remount`` itself is not an option.
+        """
+        on_dir = [m for m in self.mounts if m.dir == dir_]
+        if not on_dir:
+            raise KernelError(errno.EINVAL, f"{dir_} is not a mount point")
+        sb = on_dir[-1].sb
+        old = [o for o in on_dir[-1].options if o.startswith("heartbeat=")]
+        new = [o for o in options if o.startswith("heartbeat=")]
+        if new and old and heartbeat_option(tuple(new)) != heartbeat_option(tuple(old)):
+            raise KernelError(errno.EINVAL, "Cannot change heartbeat mode on remount")
+        rest = [o for o in options
+                if o not in ("remount", "rw") and not o.startswith("heartbeat=")]
+        changed = self.mounts_of(sb)
+        for m in changed:
+            m.options = (*rest, *old)
+        return changed
 
     def render(self) -> str:
         """The control file's text: one /proc/mounts-like line per mount."""

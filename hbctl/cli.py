@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                        "and the cluster, join heartbeat (the first mount of a device takes one "
                        "reference and sets the mounted flag; later mounts take none), then "
                        "mount(2). Against fakecfs the mount is emulated and DIR is a virtual "
-                       "name; on a real host mount(8) is run. --bind/--rbind: SRC DST.")
+                       "name; on a real host mount(8) is run. --bind/--rbind: SRC DST. "
+                       "-o remount[,ro|rw]: change a mount's options (no reference).")
     m.add_argument("source", metavar="DEVICE|SRC")
     m.add_argument("target", metavar="DIR|DST")
     kind = m.add_mutually_exclusive_group()
@@ -374,6 +375,11 @@ def cmd_mount(args: argparse.Namespace, sysroot: Sysroot) -> None:
         done = mounting.mount(sysroot, args.source, args.target, options)
     except mounting.MountError as e:
         raise CliError(str(e)) from e
+    if done.remount:
+        rest = [o for o in options if o != "remount"]
+        print(f"{done.uuid}: remounted {os.path.abspath(args.target)} "
+              f"({','.join(rest) or 'rw'}, no new reference)")
+        return
     if done.heartbeat == "local":
         ref = "took the mount reference" if done.took_ref else "already mounted: no new reference"
         hb = f"heartbeat=local, {ref}, {peek_refs(done.uuid) or 0} refs"

@@ -21,8 +21,9 @@ says where it lives and why):
 All flag reads and writes happen under the region's mutex (sem 0 of the C tools' set), so
 the C ``ocfs2_hb_ctl -S/-K/-I`` interleave with us in any order; they just never see the
 flag. For put_super to clear the flag the kernel's ``hb_ctl_path`` must name *our*
-``ocfs2_hb_ctl``: with the C one the mount's reference is still dropped, but the flag
-stays until a C stop takes the count to 0 (a stale flag is then recognised and ignored).
+``ocfs2_hb_ctl``: with the C one the mount's reference is still dropped (and at 0 the
+region and the refcount set go), but the flag set stays; it names a refcount set that no
+longer exists, so it reads as clear, and the next stop at zero by us removes it.
 
 The mount itself:
 
@@ -35,8 +36,16 @@ The mount itself:
   ``umount``; the real kernel then runs ``hb_ctl_path`` at put_super. This path is only
   testable in the real-kernel lane.
 
-Not done (as in mount.ocfs2 but not needed here): the ``-P`` io-priority call after the
-mount, mtab updates, remounts.
+After a mount with local heartbeat, as mount.ocfs2's ``change_local_hb_io_priority``:
+the program ``hb_ctl_path`` names is run as ``-P -d DEVICE`` (real-time I/O priority for
+the heartbeat thread), with this process's environment; its status is ignored (upstream's
+``-P`` exits 1 even when it worked).
+
+``-o remount`` (as mount.ocfs2 with MS_REMOUNT) joins nothing and takes no reference: it
+only changes the mount's options (ro/rw); the kernel refuses a change of heartbeat mode.
+
+Not done: /etc/mtab lines (mount.ocfs2 writes them only where /etc/mtab is a file, not
+the usual symlink to /proc/self/mounts; the emulated table is ``fakecfs/mounts``).
 """
 
 from __future__ import annotations
@@ -331,6 +340,24 @@ class MountOutcome:
     uuid: str
     heartbeat: str  # "local", "global" or "none"
     took_ref: bool
+    io_priority: list[str] | None = None  # the -P call made after the mount, if any
+    remount: bool = False  # only the options changed (heartbeat is then the mount's own)
+
+
+def heartbeat_option_of(options: Sequence[str]) -> str:
+    """The ``heartbeat=`` value among mount options ("unchanged" when there is none)."""
+    found = [o.split("=", 1)[1] for o in options if o.startswith("heartbeat=")]
+    return found[-1] if found else "unchanged"
+
+
+def io_priority_argv(sysroot: Sysroot, device: str) -> list[str] | None:
+    """mount.ocfs2's ``hb_ctl_path -P -d DEVICE``; None when the sysctl is unreadable."""
+    try:
+        with open(sysroot.hb_ctl_path_file, encoding="utf-8") as f:
+            path = f.read().strip()
+    except OSError:
+        return None
+    return [path, "-P", "-d", device] if path else None
 
 
 def mount(
@@ -358,6 +385,13 @@ def mount(
     except OnDiskError as e:
         raise MountError(f"{device} is not an ocfs2 volume: {e.reason}") from e
     what = f"mount {device} on {dir_}"
+    if "remount" in options:
+        # MS_REMOUNT: no group join, no reference; the kernel keeps the heartbeat mode.
+        opts = [o for o in options if o != "remount"]
+        _syscall(sysroot, control_command("remount", dir_, ",".join(opts)),
+                 mount_argv(device, dir_, ["remount", *opts]), f"remount {dir_}", runner)
+        return MountOutcome(volume.uuid, heartbeat_option_of(options), took_ref=False,
+                            remount=True)
     if volume.local:
         opts = [HB_NONE, *options]
         _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
@@ -379,7 +413,14 @@ def mount(
             with contextlib.suppress(O2cbError):
                 mount_stop_heartbeat(sysroot, joined.cluster, volume.uuid)
         raise
-    return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref)
+    priority = None
+    if not joined.is_global:
+        # change_local_hb_io_priority: its result is ignored, as mount.ocfs2 ignores it.
+        priority = io_priority_argv(sysroot, device)
+        if priority is not None:
+            with contextlib.suppress(OSError):
+                runner(priority)
+    return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref, io_priority=priority)
 
 
 def _join_error(sysroot: Sysroot, volume: Any, e: O2cbError) -> str:

@@ -277,7 +277,8 @@ def trace_lines(path: Path) -> list[dict[str, object]]:
 
 
 @contextmanager
-def daemon_node(mountpoint: Path, node: str, *mount_args: str) -> Iterator[NodeShell]:
+def daemon_node(mountpoint: Path, node: str, *mount_args: str,
+                run_args: Sequence[str] = ()) -> Iterator[NodeShell]:
     """A node whose fakecfs *daemon* lives in the node's IPC and UTS namespaces.
 
     Needed when the emulated kernel itself acts in the node: put_super runs
@@ -299,7 +300,8 @@ def daemon_node(mountpoint: Path, node: str, *mount_args: str) -> Iterator[NodeS
         pid = daemon.daemon_pid(str(mountpoint))
         assert pid is not None, "fakecfs daemon did not record its pid"
         shell = NodeShell(["nsenter", f"--target={pid}", "--ipc", "--uts", "--",
-                           FAKECFS, "run", str(mountpoint), "--", *agent_argv()])
+                           FAKECFS, "run", str(mountpoint), *run_args, "--",
+                           *agent_argv()])
         try:
             yield shell
         finally:
@@ -307,10 +309,3 @@ def daemon_node(mountpoint: Path, node: str, *mount_args: str) -> Iterator[NodeS
     finally:
         subprocess.run([FAKECFS, "umount", str(mountpoint)], check=False, capture_output=True)
 
-
-def hb_ctl_wrapper(path: Path, sysroot: Path, tool: str) -> Path:
-    """An ``hb_ctl_path`` program: the kernel runs it with a bare environment in the
-    daemon's mount namespace, so it enters ``fakecfs run`` before exec'ing ``tool``."""
-    path.write_text(f'#!/bin/sh\nexec {FAKECFS} run {sysroot} -- {tool} "$@"\n')
-    path.chmod(0o755)
-    return path

@@ -396,6 +396,10 @@ def test_run_exit_status_and_errors(sysroot: Path, tmp_path: Path) -> None:
     assert r.returncode == 127 and "no-such-command-here" in r.stderr
     r = fakecfs_run("--node", "n3", str(sysroot), "--", "hostname")  # options first
     assert (r.returncode, r.stdout) == (0, "n3\n")
+    r = fakecfs_run(str(sysroot), "--device", str(tmp_path / "gone.img"), "--", "true")
+    assert r.returncode == 1 and "--device" in r.stderr and "No such file" in r.stderr
+    r = fakecfs_run(str(sysroot), "--device", str(tmp_path), "--", "true")  # a directory
+    assert r.returncode == 1 and "not an image file or block device" in r.stderr
 
 
 def test_run_builds_the_shim_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

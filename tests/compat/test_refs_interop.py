@@ -21,7 +21,6 @@ from tests.compat.ctools import (
     NodeShell,
     cluster_conf,
     daemon_node,
-    hb_ctl_wrapper,
     loop_device,
     node_shell,
     require_ctools,
@@ -116,11 +115,9 @@ def test_two_mounts_leak_upstream_and_not_with_hbctl(tmp_path: Path, image: Path
     for d in dirs:
         d.mkdir()
     a, b, c = (str(d) for d in dirs)
-    upstream_helper = hb_ctl_wrapper(tmp_path / "hb_ctl_c", mnt, C_HB_CTL)
-    our_helper = hb_ctl_wrapper(tmp_path / "hb_ctl_py", mnt, PY_HB_CTL)
     hb = mnt / "sys/kernel/config/cluster/demo/heartbeat"
-    with loop_device(image) as dev, daemon_node(
-            mnt, "n1", "--hb-interval-ms", "50", "--hb-ctl-path", str(upstream_helper)) as sh:
+    # The kernel's default hb_ctl_path, Debian's /sbin/ocfs2_hb_ctl: no wrapper.
+    with loop_device(image) as dev, daemon_node(mnt, "n1", "--hb-interval-ms", "50") as sh:
         sh.ok(O2CB, f"--config-file={conf}", "register-cluster", "demo")
 
         def refs() -> str:
@@ -146,8 +143,9 @@ def test_two_mounts_leak_upstream_and_not_with_hbctl(tmp_path: Path, image: Path
         assert [p.name for p in hb.iterdir() if p.is_dir()] == []
 
         # Ours: the first mount takes the reference and sets the mounted flag, later
-        # mounts and binds share it, and put_super's -K (our ocfs2_hb_ctl) drops it.
-        sh.ok("sh", "-c", f"echo {our_helper} > /proc/sys/fs/ocfs2/nm/hb_ctl_path")
+        # mounts and binds share it, and put_super's -K (our ocfs2_hb_ctl, the user's own
+        # hb_ctl_path: honoured) drops it.
+        sh.ok("sh", "-c", f"echo {PY_HB_CTL} > /proc/sys/fs/ocfs2/nm/hb_ctl_path")
         sh.ok(HBCTL, "mount", dev, a)
         sh.ok(HBCTL, "mount", dev, b)
         sh.ok("mount", "--bind", a, c)  # util-linux mount(8): MS_BIND, routed by the shim
@@ -160,5 +158,49 @@ def test_two_mounts_leak_upstream_and_not_with_hbctl(tmp_path: Path, image: Path
         assert [p.name for p in hb.iterdir() if p.is_dir()] == [uuid]
         sh.ok("umount", b)  # the last mount: put_super runs our -K
         assert [p.name for p in hb.iterdir() if p.is_dir()] == []
+        assert sh.sem_keys() == []
+        sh.ok(O2CB, f"--config-file={conf}", "unregister-cluster", "demo")
+
+
+def test_mount_ocfs2_and_umount_of_an_image_leave_nothing_with_no_wrapper(
+        tmp_path: Path) -> None:
+    """Out of the box: an image file (no loop device), ``fakecfs run --device`` so the C
+    tools find it by UUID, the kernel's default helper (Debian's ``/sbin/ocfs2_hb_ctl``,
+    nothing written to ``hb_ctl_path``). mount.ocfs2, a bind, a tool's reference, and the
+    umounts in any order: the last one stops heartbeat and leaves no semaphore set."""
+    image = mkfs(tmp_path / "shared.img")
+    uuid = Region.of(image).uuid
+    mnt = tmp_path / "node"
+    conf = cluster_conf(tmp_path / "cluster.conf")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    hb = mnt / "sys/kernel/config/cluster/demo/heartbeat"
+
+    def regions() -> list[str]:
+        return [p.name for p in hb.iterdir() if p.is_dir()]
+
+    with daemon_node(mnt, "n1", "--hb-interval-ms", "50",
+                     run_args=["--device", str(image)]) as sh:
+        sh.ok(O2CB, f"--config-file={conf}", "register-cluster", "demo")
+        assert (mnt / "proc/sys/fs/ocfs2/nm/hb_ctl_path").read_text() == "/sbin/ocfs2_hb_ctl\n"
+        sh.ok(C_HB_CTL, "-S", "-u", uuid, "fsck")  # a tool's reference, found by UUID
+        sh.ok("mount.ocfs2", str(image), str(a))
+        sh.ok("mount", "--bind", str(a), str(b))
+        assert both_refs(sh, ["-u", uuid]) == f"{uuid}: 2 refs\n"
+        # what the tools read as the mount table (mtab is /proc/mounts): the ocfs2 mounts
+        proc_mounts = [m.split() for m in sh.ok("cat", "/etc/mtab").splitlines()]
+        assert [str(image), str(a), "ocfs2", "rw,heartbeat=local", "0", "0"] in proc_mounts
+        assert [str(image), str(b), "ocfs2", "rw,heartbeat=local", "0", "0"] in proc_mounts
+        # MS_REMOUNT: no group join, no reference; both mounts of the superblock go ro
+        sh.ok("mount.ocfs2", "-o", "remount,ro", str(image), str(a))
+        assert both_refs(sh, ["-u", uuid]) == f"{uuid}: 2 refs\n"
+        assert {line.split()[3] for line in (mnt / "fakecfs/mounts").read_text().splitlines()} \
+            == {"ro,heartbeat=local"}
+        sh.ok("umount", str(a))
+        sh.ok(C_HB_CTL, "-K", "-u", uuid, "fsck")
+        assert regions() == [uuid]  # the bind still holds the superblock
+        sh.ok("umount", str(b))  # put_super: /sbin/ocfs2_hb_ctl -K -u UUID finds shared.img
+        assert regions() == []
         assert sh.sem_keys() == []
         sh.ok(O2CB, f"--config-file={conf}", "unregister-cluster", "demo")

@@ -345,6 +345,18 @@ def check_profiles(eng: Engine) -> None:
                        check=False)
         check(proc.returncode == 0 and "node3" in proc.stdout,
               f"profile {profile}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    # O2CB_BRINGUP=init-script: Debian's /etc/init.d/o2cb online registers the cluster,
+    # in every profile (the user-namespace ones run fakecfs run inside their namespace).
+    for profile, flags in PROFILES.items():
+        proc = eng.run("run", "--rm", "--hostname", "node2", "--network", "none", *flags,
+                       "-v", conf, "-e", "O2CB_BRINGUP=init-script", IMAGE_TAG, "sh", "-c",
+                       "ls /sys/kernel/config/cluster/demo/node && "
+                       "cat $HBCTL_SYSROOT/fakecfs/modules",
+                       check=False)
+        check(proc.returncode == 0 and 'Registering O2CB cluster "demo": OK' in proc.stdout
+              and "node3" in proc.stdout and "ocfs2_dlmfs" in proc.stdout,
+              f"profile {profile}, init script: exit {proc.returncode}\n"
+              f"{proc.stdout}{proc.stderr}")
     proc = eng.run("run", "--rm", "--network", "none", "--cap-add", "SYS_ADMIN", IMAGE_TAG,
                    "true", check=False)
     check(proc.returncode != 0 and "--device /dev/fuse" in proc.stderr,
@@ -492,7 +504,8 @@ def _locked_lane(t: Timings, t0: float) -> Timings:
         mark = time.monotonic()
         check_profiles(eng)
         t.phases["profiles"] = time.monotonic() - mark
-        log("each privilege profile runs a node; missing flags are named")
+        log("each privilege profile runs a node, also brought up by the init script; "
+            "missing flags are named")
 
         cluster = Cluster(eng, shared, compose_command(eng))
         log("cluster via " + (os.path.basename(cluster.compose[0]) + " compose"

@@ -40,8 +40,8 @@ def requirements() -> None:
         pytest.skip("the statfs shim is not built (make -C fakecfs/preload)")
 
 
-def run_node(tmp_path: Path, command: str, hostname: str = "node1"
-             ) -> subprocess.CompletedProcess[str]:
+def run_node(tmp_path: Path, command: str, hostname: str = "node1",
+             **extra: str | None) -> subprocess.CompletedProcess[str]:
     """The entrypoint as PID 1 of fresh namespaces, running ``command`` as its CMD."""
     env = {
         "PATH": f"{BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -53,6 +53,11 @@ def run_node(tmp_path: Path, command: str, hostname: str = "node1"
         "LD_PRELOAD": str(PRELOAD),
         "LANG": "C.UTF-8",
     }
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     # A private /run, as a container has: the entrypoint keeps its state there.
     script = (f'mount -t tmpfs tmpfs /run && hostname {hostname} && '
               f'exec "$0" {ENTRYPOINT} sh -c "$1"')
@@ -112,3 +117,34 @@ def test_unknown_host_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert ("'stranger' is not a node of cluster 'demo'" in proc.stderr
             and "--hostname NODE" in proc.stderr), proc.stderr
     assert not (tmp_path / "sysroot" / "sys").exists()  # unmounted again
+
+
+def test_the_init_script_can_bring_the_node_up_instead(tmp_path: Path) -> None:
+    """O2CB_BRINGUP=init-script: Debian's /etc/init.d/o2cb online registers the cluster
+    (timeouts from /etc/default/o2cb), then heartbeat starts as usual; offline at the end."""
+    requirements()
+    if not os.access("/etc/init.d/o2cb", os.X_OK):
+        pytest.skip("/etc/init.d/o2cb missing (Debian's ocfs2-tools ships it)")
+    volume = Volume.make(tmp_path / "shared.img")
+    proc = run_node(tmp_path, "echo BEGIN; hbctl status --json; echo END",
+                    O2CB_BRINGUP="init-script", O2CB_HEARTBEAT_THRESHOLD=None)
+    assert proc.returncode == 0, proc.stderr
+    assert 'Registering O2CB cluster "demo": OK' in proc.stdout
+    assert "Setting O2CB cluster timeouts : OK" in proc.stdout
+    status = json.loads(proc.stdout.split("BEGIN\n", 1)[1].split("END\n", 1)[0])
+    (cluster,) = status["clusters"]
+    assert cluster["local_node"] == "node1"
+    assert cluster["dead_threshold"] == 31  # Debian's /etc/default/o2cb
+    (region,) = cluster["regions"]
+    assert region["uuid"] == volume.uuid and region["refs"] == 1
+    # offline at the end: unregistered after the clean stop of heartbeat
+    assert 'Unregistering O2CB cluster "demo": OK' in proc.stdout
+    assert volume.generations() == {1: 0}
+
+
+def test_init_script_bringup_refuses_an_environment_threshold(tmp_path: Path) -> None:
+    requirements()
+    Volume.make(tmp_path / "shared.img")
+    proc = run_node(tmp_path, "true", O2CB_BRINGUP="init-script")
+    assert proc.returncode == 1
+    assert "set O2CB_HEARTBEAT_THRESHOLD there" in proc.stderr

@@ -3,9 +3,12 @@ together, and the last one going â€” through put_super and ``ocfs2_hb_ctl -K`` â
 
 Each test is one emulated node: a fakecfs daemon started inside a private IPC namespace,
 so that the helper it runs at put_super and every hbctl/ocfs2_hb_ctl command the test runs
-(``nsenter --ipc``) share the node's semaphores, and nothing is left on the host. The
-kernel's ``hb_ctl_path`` names a wrapper that points our ``ocfs2_hb_ctl`` at this fakecfs
-(the kernel's environment has no HBCTL_SYSROOT). Images are real mkfs.ocfs2 volumes.
+(``nsenter --ipc``) share the node's semaphores, and nothing is left on the host. No
+wrapper and no write to ``hb_ctl_path``: the kernel's helper reaches this fakecfs and finds
+the device by itself (fakecfs runs it in the node's view of the emulated kernel). The
+``node`` fixture boots with ``--hb-ctl-path`` naming our ``ocfs2_hb_ctl`` (the sysctl's
+value at boot); the scenarios at the end use the default, Debian's ``/sbin/ocfs2_hb_ctl``.
+Images are real mkfs.ocfs2 volumes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 
 from fakecfs import daemon
+from tests.compat.ctools import cluster_conf
 from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, require_fuse, wait_for
 from tests.ipcns import IpcNamespace, ipc_namespace
 from tests.nodes import Region, configure, mkfs
@@ -41,6 +44,7 @@ class Node:
     uuid: str
     env: dict[str, str]
     tmp: Path
+    helper: str = "ours"  # what hb_ctl_path runs at put_super: "ours" or "debian"
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return self.ns.run(*argv, env=self.env)
@@ -113,17 +117,6 @@ def assert_gone(node: Node) -> None:
     assert state == GONE, (node.ns.semaphore_sets(), node.log()[-3000:])
 
 
-def _wrapper(path: Path, sysroot: Path, image: Path) -> Path:
-    """What hb_ctl_path names: our ocfs2_hb_ctl, told where the emulated kernel is."""
-    path.write_text(textwrap.dedent(f"""\
-        #!/bin/sh
-        export HBCTL_SYSROOT={sysroot} HBCTL_DEVICES={image}
-        exec {PY_HB_CTL} "$@"
-        """))
-    path.chmod(0o755)
-    return path
-
-
 def _ipc_ns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/ipc")
 
@@ -134,7 +127,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     image = mkfs(tmp_path / "vol.img")
     sysroot = tmp_path / "sysroot"
     sysroot.mkdir()
-    helper = _wrapper(tmp_path / "ocfs2_hb_ctl", sysroot, image)
     env = dict(os.environ, HBCTL_SYSROOT=str(sysroot), HBCTL_DEVICES=str(image))
     with ipc_namespace() as ns:
         # The holder may not have unshared yet: nsenter would then enter the host's IPC
@@ -142,7 +134,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         wait_for(lambda: _ipc_ns(ns.holder.pid) != _ipc_ns(os.getpid()), timeout=10,
                  what="the namespace holder to unshare")
         started = ns.run(FAKECFS, "mount", "--background", "--hb-interval-ms", "50",
-                         "--hb-ctl-path", str(helper), str(sysroot), env=env)
+                         "--hb-ctl-path", PY_HB_CTL, str(sysroot), env=env)
         assert started.returncode == 0, started.stderr
         pid = daemon.daemon_pid(str(sysroot))
         assert pid is not None and _ipc_ns(pid) == _ipc_ns(ns.holder.pid)
@@ -281,11 +273,26 @@ def test_a_tool_killed_with_sigkill_releases_its_sem_undo_reference(node: Node) 
 
 
 RECORDER = """#!/bin/sh
-# The helper's argv, its environment exactly as execve gave it, and its cwd.
-{{ printf '%s\\n' "$0" "$@"; echo --env; tr '\\0' '\\n' < /proc/$$/environ; echo --cwd; pwd; }} \
-    > {record}
+# The helper's argv, its environment exactly as execve gave it, its cwd, and what it sees
+# where the C tool looks: configfs, /proc/partitions and the /dev entry it names.
+{{ printf '%s\\n' "$0" "$@"; echo --env; tr '\\0' '\\n' < /proc/$$/environ; echo --cwd; pwd;
+   echo --configfs; ls /sys/kernel/config/cluster; echo --partitions; tail -n 1 /proc/partitions;
+   echo --dev; od -A n -j 8192 -N 8 -c /dev/$(tail -n 1 /proc/partitions | awk '{{print $4}}')
+}} > {record}
 {then}
 """
+
+
+def _record(path: Path) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {"argv": []}
+    current = "argv"
+    for line in path.read_text().splitlines():
+        if line.startswith("--") and line[2:] in ("env", "cwd", "configfs", "partitions", "dev"):
+            current = line[2:]
+            sections[current] = []
+        else:
+            sections[current].append(line)
+    return sections
 
 
 def test_put_super_runs_what_hb_ctl_path_names_with_the_kernels_argv_and_env(
@@ -296,20 +303,34 @@ def test_put_super_runs_what_hb_ctl_path_names_with_the_kernels_argv_and_env(
     recorder.chmod(0o755)
     node.set_hb_ctl_path(recorder)
     node.hbctl("mount", str(node.image), "/mnt/a")
+    # mount.ocfs2's io-priority call, made by hbctl mount (in its own environment)
+    assert _record(record)["argv"] == [str(recorder), "-P", "-d", str(node.image)]
+    record.unlink()
     node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
     node.hbctl("umount", "/mnt/a")
     assert not record.exists()  # not the last mount: no put_super
     node.hbctl("umount", "/mnt/b")  # returns after the helper exited (UMH_WAIT_PROC)
-    argv, rest = record.read_text().split("--env\n")
-    env, cwd = rest.split("--cwd\n")
-    assert argv.splitlines() == [str(recorder), "-K", "-u", node.uuid]
-    assert sorted(env.splitlines()) == ["HOME=/", "PATH=/sbin:/bin:/usr/sbin:/usr/bin"]
-    assert cwd == "/\n"
+    seen = _record(record)
+    assert seen["argv"] == [str(recorder), "-K", "-u", node.uuid]
+    # The kernel's two variables, plus the shim's (documented in the README).
+    env = dict(line.split("=", 1) for line in seen["env"])
+    assert env.pop("HOME") == "/" and env.pop("PATH") == "/sbin:/bin:/usr/sbin:/usr/bin"
+    assert sorted(env) == ["FAKECFS_CONFIGFS_PATHS", "FAKECFS_SYSROOT", "LD_PRELOAD"]
+    assert env["FAKECFS_SYSROOT"] == str(node.sysroot)
+    assert seen["cwd"] == ["/"]
+    # This emulated kernel at the real path, and the image findable as the C tool scans.
+    assert seen["configfs"] == ["demo"]
+    major, _minor, blocks, name = seen["partitions"][0].split()
+    assert (major, int(blocks), name) == ("259", 64 * 1024, "vol.img")
+    assert seen["dev"][0].split() == [*"OCFSV2", "\\0", "\\0"]  # the superblock
     # This helper did not stop anything: the mount's reference and flag are still there,
     # but the region is no longer pinned, so a stop by hand can end it.
     assert node.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
                             "sets": 2}
     assert node.pinned() == "0\n"
+    # Nothing of the helper's namespace is left on the host.
+    assert "vol.img" not in Path("/proc/partitions").read_text()
+    assert not Path("/dev/vol.img").exists()
     node.hb_ctl("-K", "-u", node.uuid)
     assert_gone(node)
 
@@ -319,7 +340,7 @@ def test_put_super_with_our_ocfs2_hb_ctl_behind_a_recorder_stops_heartbeat(
     record = node.tmp / "record"
     recorder = node.tmp / "recorder"
     recorder.write_text(RECORDER.format(record=record,
-                                        then=f'exec {node.tmp / "ocfs2_hb_ctl"} "$@"'))
+                                        then=f'exec {PY_HB_CTL} "$@"'))
     recorder.chmod(0o755)
     node.set_hb_ctl_path(recorder)
     node.hbctl("mount", str(node.image), "/mnt/a")
@@ -463,5 +484,149 @@ def test_a_c_stop_to_zero_while_mounted_is_refused_and_put_super_still_ends_it(
     assert c.returncode == 1  # ...and its rmdir meets the pin (EBUSY)
     assert node.state() == {"running": True, "refs": 0, "flag": True, "mounts": ["/mnt/a"],
                             "sets": 2}
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
+
+
+# -- out of the box: a fresh fakecfs mount, nothing written to hb_ctl_path, no wrapper --------
+
+
+C_HB_CTL = "/sbin/ocfs2_hb_ctl"
+
+
+@pytest.fixture(params=["debian", "ours"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
+    """A node as a new user makes it: ``fakecfs mount`` with no helper option (Debian's
+    ``/sbin/ocfs2_hb_ctl``), or booted with ours; ``hbctl cluster register``."""
+    require_fuse()
+    helper = request.param
+    if helper == "debian" and not os.access(C_HB_CTL, os.X_OK):
+        pytest.skip(f"{C_HB_CTL} not installed (make setup installs Debian's ocfs2-tools)")
+    image = mkfs(tmp_path / "vol.img")
+    sysroot = tmp_path / "sysroot"
+    sysroot.mkdir()
+    # No HBCTL_DEVICES: the helper finds the device by itself; hbctl is given paths.
+    env = dict(os.environ, HBCTL_SYSROOT=str(sysroot))
+    env.pop("HBCTL_DEVICES", None)
+    boot = [] if helper == "debian" else ["--hb-ctl-path", PY_HB_CTL]
+    with ipc_namespace() as ns:
+        wait_for(lambda: _ipc_ns(ns.holder.pid) != _ipc_ns(os.getpid()), timeout=10,
+                 what="the namespace holder to unshare")
+        started = ns.run(FAKECFS, "mount", "--background", "--hb-interval-ms", "50", *boot,
+                         str(sysroot), env=env)
+        assert started.returncode == 0, started.stderr
+        try:
+            node = Node(ns, sysroot, image, Region.of(image).uuid, env, tmp_path, helper)
+            cluster_conf(tmp_path / "cluster.conf", nodes=("n0", "n1"))
+            node.hbctl("cluster", "register", "--config", str(tmp_path / "cluster.conf"),
+                       "--node", "n0", "demo")
+            expected = C_HB_CTL if helper == "debian" else PY_HB_CTL
+            assert read_attr(sysroot / "proc/sys/fs/ocfs2/nm/hb_ctl_path") == expected + "\n"
+            yield node
+        finally:
+            ns.run(FAKECFS, "umount", str(sysroot), env=env)
+
+
+def assert_stopped(node: Node, by_put_super: bool = True) -> None:
+    """No region, no refcount set. When Debian's helper made the last stop, our flag set
+    (which it never heard of) is left: it reads as clear, and the next stop at zero by
+    hbctl or our ocfs2_hb_ctl removes it."""
+    state = node.state()
+    leftover = 1 if by_put_super and node.helper == "debian" else 0
+    assert state == {**GONE, "sets": leftover}, (node.ns.semaphore_sets(), node.log()[-3000:])
+    for line in node.ns.semaphore_sets():
+        assert line.split()[3] == "3", line  # only a flag set (3 semaphores) may be left
+    assert not node.region_dir.exists()
+
+
+def test_the_users_scenario_ends_with_no_reference_and_no_region(fresh: Node) -> None:
+    """The issue's scenario, verbatim: register, mount, bind, umount A, umount B."""
+    fresh.hbctl("mount", str(fresh.image), "/mnt/a")
+    fresh.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    fresh.hbctl("umount", "/mnt/a")
+    assert fresh.state() == {"running": True, "refs": 1, "flag": True, "mounts": ["/mnt/b"],
+                             "sets": 2}
+    fresh.hbctl("umount", "/mnt/b")
+    assert_stopped(fresh)
+    # and again: a stale flag set left by Debian's helper must not confuse the next mount
+    out = fresh.hbctl("mount", str(fresh.image), "/mnt/a")
+    assert "took the mount reference, 1 refs" in out
+    fresh.hbctl("umount", "/mnt/a")
+    assert_stopped(fresh)
+
+
+ORDERS = {
+    # second mount of the device, a bind of it, and a tool's reference taken in between
+    "mount-mount-bind": (["mount A", "mount B", "bind B C"], ["umount B", "umount A",
+                                                              "umount C"]),
+    "tool-first": (["tool", "mount A", "bind A B"], ["umount A", "untool", "umount B"]),
+    "tool-outlives": (["mount A", "tool", "bind A B"], ["umount B", "umount A", "untool"]),
+}
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+def test_every_order_of_mounts_binds_and_tool_references_ends_clean(
+        fresh: Node, order: str) -> None:
+    ups, downs = ORDERS[order]
+    for step in [*ups, *downs]:
+        verb, *args = step.split()
+        dirs = [f"/mnt/{a.lower()}" for a in args]
+        if verb == "mount":
+            fresh.hbctl("mount", str(fresh.image), *dirs)
+        elif verb == "bind":
+            fresh.hbctl("mount", "--bind", *dirs)
+        elif verb == "umount":
+            fresh.hbctl("umount", *dirs)
+        elif verb == "tool":  # fsck/tunefs's reference, with the device (our tool, -d)
+            fresh.hb_ctl("-S", "-d", str(fresh.image), "fsck")
+        else:
+            fresh.hb_ctl("-K", "-d", str(fresh.image), "fsck")
+        if step != downs[-1]:
+            assert fresh.state()["running"], step
+    assert_stopped(fresh, by_put_super=downs[-1].startswith("umount"))
+
+
+def test_a_device_removed_before_put_super_is_not_found_and_logged(fresh: Node) -> None:
+    fresh.hbctl("mount", str(fresh.image), "/mnt/a")
+    fresh.image.unlink()  # the disk went away while mounted
+    fresh.hbctl("umount", "/mnt/a")  # umount itself succeeds, as on a kernel
+    log = fresh.log()
+    assert f"{fresh.image} was removed; the helper cannot find UUID {fresh.uuid}" in log
+    assert "exited with wait status 256" in log  # the helper's own failure, by fakecfs
+    # Nothing was dropped: what the kernel leaves when its helper fails.
+    assert fresh.state() == {"running": True, "refs": 1, "flag": True, "mounts": [],
+                             "sets": 2}
+
+
+def test_mount_gives_the_heartbeat_real_time_io_priority_as_mount_ocfs2(node: Node) -> None:
+    """mount.ocfs2 runs ``hb_ctl_path -P -d DEV`` after a local-heartbeat mount; so does
+    hbctl mount (our ocfs2_hb_ctl -P ionices the heartbeat, here the daemon's pid)."""
+    pid = daemon.daemon_pid(str(node.sysroot))
+    assert pid is not None
+    before = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True)
+    assert not before.stdout.startswith("realtime"), before.stdout
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    after = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True)
+    assert after.stdout.strip() == "realtime: prio 0"
+    node.hbctl("umount", "/mnt/a")
+    assert_gone(node)
+
+
+def test_remount_changes_options_and_takes_no_reference(node: Node) -> None:
+    node.hbctl("mount", str(node.image), "/mnt/a")
+    node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
+    out = node.hbctl("mount", "-o", "remount,ro", str(node.image), "/mnt/a")
+    assert "remounted /mnt/a (ro, no new reference)" in out
+    data = json.loads(node.hbctl("status", "--json"))
+    assert [(m["dir"], m["options"]) for m in data["mounts"]] == [
+        ("/mnt/a", "ro,heartbeat=local"), ("/mnt/b", "ro,heartbeat=local")]
+    assert node.state()["refs"] == 1
+    err = node.hbctl_fails("mount", "-o", "remount,heartbeat=global", str(node.image), "/mnt/a")
+    assert "Invalid argument" in err
+    assert "Cannot change heartbeat mode on remount" in node.log()
+    node.hbctl("mount", "-o", "remount,rw", str(node.image), "/mnt/b")
+    assert json.loads(node.hbctl("status", "--json"))["mounts"][0]["options"] == \
+        "rw,heartbeat=local"
+    node.hbctl("umount", "/mnt/b")
     node.hbctl("umount", "/mnt/a")
     assert_gone(node)

@@ -15,13 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakecfs.tree import KernelError
-from fakecfs.usermode import HELPER_ENV, helper_argv, leave_group
+from fakecfs.usermode import HELPER_ENV, call_usermodehelper, helper_argv, leave_group
 from fakecfs.vfs import (
     BindRequest,
     DeviceKey,
     MountFacts,
     MountRequest,
     MountTable,
+    RemountRequest,
     Superblock,
     UmountRequest,
     check_new_superblock,
@@ -157,6 +158,24 @@ def test_umount_rules_einval_ebusy_and_stacking() -> None:
     assert errno_of(t.umount, "/a") == errno.EINVAL
 
 
+def test_remount_changes_every_mount_of_the_superblock_but_never_the_heartbeat() -> None:
+    t = MountTable()
+    mount(t, DEV, "/a")
+    t.bind("/a", "/b")
+    mount(t, OTHER, "/c")
+    assert parse_command(b"remount /b ro,heartbeat=local") == RemountRequest(
+        "/b", ("ro", "heartbeat=local"))
+    assert [m.dir for m in t.remount("/b", ("ro", "heartbeat=local"))] == ["/a", "/b"]
+    lines = t.render().splitlines()
+    assert [line.split()[3] for line in lines] == [
+        "ro,heartbeat=local", "ro,heartbeat=local", "rw,heartbeat=local"]
+    t.remount("/a", ("rw",))  # back to rw; no heartbeat= given: the mode is kept
+    assert t.render().split("\n")[0].split()[3] == "rw,heartbeat=local"
+    assert errno_of(t.remount, "/a", ("heartbeat=global",)) == errno.EINVAL
+    assert errno_of(t.remount, "/nowhere", ("ro",)) == errno.EINVAL
+    assert t.superblock(DEV) is not None and len(t.mounts) == 3  # nothing else changed
+
+
 def test_render_is_proc_mounts_like_with_superblock_and_uuid() -> None:
     t = MountTable()
     sb = mount(t, DEV, "/my dir")
@@ -267,3 +286,18 @@ async def test_helper_results_are_the_kernels_wait_status_or_minus_errno(
         assert f'ocfs2: Error -2 running user helper "{tmp_path}/missing -K -u {UUID}"' \
             in caplog.text
         assert await leave_group(str(not_exec), UUID) == -errno.EACCES
+
+
+async def test_the_launcher_reports_a_helper_that_cannot_run_as_minus_errno(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Through fakecfs.helperns (here with a sysroot that is no fakecfs: it says so and runs
+    the helper in the daemon's namespace): the execve failure still comes back as -errno."""
+    ok = tmp_path / "ok"
+    ok.write_text("#!/bin/sh\nexit 0\n")
+    ok.chmod(0o755)
+    with caplog.at_level(logging.INFO, logger="fakecfs.vfs"):
+        assert await call_usermodehelper([str(tmp_path / "missing"), "-K", "-u", UUID],
+                                         dict(HELPER_ENV), str(tmp_path)) == -errno.ENOENT
+        assert await call_usermodehelper([str(ok), "-K", "-u", UUID], dict(HELPER_ENV),
+                                         str(tmp_path)) == 0
+    assert "cannot prepare the helper's namespace" in caplog.text
