@@ -23,7 +23,6 @@ from tests.compat.ctools import (
     NodeShell,
     cluster_conf,
     daemon_node,
-    hb_ctl_wrapper,
     loop_device,
     node_shell,
     require_ctools,
@@ -108,12 +107,11 @@ def test_upstreams_two_mount_leak_made_with_debians_binaries(
     """Two mount.ocfs2 take two references; the kernel's single put_super -K drops one."""
     uuid = Region.of(image).uuid
     mnt = tmp_path / "node"
-    helper = hb_ctl_wrapper(tmp_path / "hb_ctl_c", mnt, C_HB_CTL)
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    with loop_device(image) as dev, daemon_node(
-            mnt, "n1", "--hb-interval-ms", "50", "--hb-ctl-path", str(helper)) as sh:
+    # put_super runs the kernel's default helper, Debian's /sbin/ocfs2_hb_ctl.
+    with loop_device(image) as dev, daemon_node(mnt, "n1", "--hb-interval-ms", "50") as sh:
         registered(sh, tmp_path)
         sh.ok("mount.ocfs2", dev, str(a))
         sh.ok("mount.ocfs2", dev, str(b))

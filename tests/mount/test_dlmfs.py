@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import signal
 import subprocess
@@ -124,9 +125,12 @@ def test_ex_excludes_the_other_node_and_passes_the_lvb(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert open_errno(d0 / LOCK, os.O_RDWR | os.O_NONBLOCK) == 0
-    os.unlink(d0 / LOCK)
-    os.unlink(d1 / LOCK)
+    # FUSE sends RELEASE after close(2) returns: the other node's grant goes back a moment
+    # later, so a trylock right after the close may still see it held.
+    wait_for(lambda: open_errno(d0 / LOCK, os.O_RDWR | os.O_NONBLOCK) == 0,
+             what="node1's PR to be given back")
+    for lock in (d0 / LOCK, d1 / LOCK):
+        wait_for(functools.partial(_unlinked, lock), what="the last release to reach the daemon")
 
 
 def test_a_killed_node_releases_its_locks(two_nodes: tuple[Path, Path, str]) -> None:
@@ -164,7 +168,8 @@ def test_a_signalled_waiter_leaks_no_lock(two_nodes: tuple[Path, Path, str]) -> 
         os.close(fd)
     # Had node1 been granted EX for the dead waiter, node0 could not take it back.
     assert open_errno(d0 / LOCK, os.O_RDWR | os.O_NONBLOCK) == 0
-    assert open_errno(d1 / LOCK, os.O_RDWR | os.O_NONBLOCK) == 0
+    wait_for(lambda: open_errno(d1 / LOCK, os.O_RDWR | os.O_NONBLOCK) == 0,
+             what="node0's EX to be given back (RELEASE follows close)")
 
 
 def test_errnos_on_the_mount(two_nodes: tuple[Path, Path, str]) -> None:
@@ -190,7 +195,7 @@ def test_errnos_on_the_mount(two_nodes: tuple[Path, Path, str]) -> None:
         assert exc.value.errno == errno.ENOSPC
     finally:
         os.close(fd)
-    os.unlink(d0 / "L1")
+    wait_for(lambda: _unlinked(d0 / "L1"), what="the lock's release to reach the daemon")
     d0.rmdir()
     assert not d0.exists()
 
@@ -214,3 +219,13 @@ def test_a_waiting_upconvert_does_not_hold_up_opens_the_grant_covers(
         if proc.poll() is None:
             proc.kill()
         os.close(pr0)
+
+
+def _unlinked(path: Path) -> bool:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:  # the RELEASE of the last close is still on its way
+            return False
+        raise
+    return True
