@@ -7,7 +7,7 @@
 What it does, in order: checks /dev/fuse and the privilege it needs (and says which docker
 flags are missing when they are); mounts fakecfs (the emulated kernel) at $HBCTL_SYSROOT;
 binds its surfaces where the tools look (/sys/kernel/config, /sys/fs/ocfs2, /sys/fs/o2cb,
-/sys/kernel/debug/o2hb, /proc/sys/fs/ocfs2, /dlm: the placement `fakecfs run` makes), so hbctl
+/sys/kernel/debug/o2hb, /proc/sys/fs/ocfs2: the placement `fakecfs run` makes), so hbctl
 and the unmodified C ocfs2-tools both work;
 registers the cluster from $OCFS2_CLUSTER_CONF with the hostname as the local node; starts
 heartbeat on $HEARTBEAT_DEVICE when set; then runs CMD (or waits). On SIGTERM (docker stop)

@@ -58,7 +58,11 @@ def label(image: Path) -> str:
 
 
 def registered_node(sh: NodeShell, conf: Path) -> None:
+    """The cluster registered and ocfs2_dlmfs mounted at /dlm, as o2cb's ``online`` does
+    (the emulated kernel keeps the mount on record for the node's later runs)."""
     sh.ok(O2CB, f"--config-file={conf}", "register-cluster", "demo")
+    sh.ok("mkdir", "-p", "/dlm")
+    sh.ok("mount", "-t", "ocfs2_dlmfs", "ocfs2_dlmfs", "/dlm")
 
 
 def left_nothing(sh: NodeShell, sysroot: Path, uuid: str) -> None:
