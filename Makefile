@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-DEBS  := fuse3 libfuse3-dev pkg-config ocfs2-tools kmod util-linux gcc python3-venv python3-dev
+DEBS  := fuse3 libfuse3-dev pkg-config ocfs2-tools kmod util-linux gcc python3-venv python3-dev \
+         corosync libcpg4 libcmap4 iproute2
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast test-container test-kernel bench clean

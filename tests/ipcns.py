@@ -31,21 +31,22 @@ class IpcNamespace:
         return [line for line in out[1:] if line.strip()]
 
 
-def wait_for_own_namespace(pid: int, timeout: float = 10.0) -> None:
-    """Until ``pid`` (an ``unshare --ipc`` just started) is in a new IPC namespace.
+def wait_for_own_namespace(pid: int, timeout: float = 10.0, kind: str = "ipc") -> None:
+    """Until ``pid`` (an ``unshare --ipc``, or ``--net`` for ``kind="net"``, just started)
+    is in a new namespace of that kind.
 
     Until unshare(2) has run, nsenter --target would enter the host's namespace.
     """
-    ours = os.readlink("/proc/self/ns/ipc")
+    ours = os.readlink(f"/proc/self/ns/{kind}")
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if os.readlink(f"/proc/{pid}/ns/ipc") != ours:
+            if os.readlink(f"/proc/{pid}/ns/{kind}") != ours:
                 return
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} never left our IPC namespace")
+            raise AssertionError(f"process {pid} never left our {kind} namespace")
         time.sleep(0.005)
 
 
