@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         help="mount an emulated kernel at MOUNTPOINT",
         description="Mount one emulated kernel. Its root is a sysroot holding "
         "sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb, sys/kernel/debug/o2hb, "
-        "proc/sys/fs/ocfs2/nm/hb_ctl_path and dlm (ocfs2_dlmfs). SIGTERM/SIGINT stop "
-        "heartbeat cleanly and unmount.",
+        "proc/sys/fs/ocfs2/nm/hb_ctl_path, dlm (ocfs2_dlmfs), proc/misc and (user stacks) "
+        "dev/misc. SIGTERM/SIGINT stop heartbeat cleanly and unmount.",
     )
     m.add_argument("mountpoint", metavar="MOUNTPOINT")
     m.add_argument("--background", "-b", action="store_true",
@@ -57,12 +57,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the emulated ocfs2_dlmfs keeps its host-wide lock files; nodes "
                    "exclude each other only when they share DIR (default: DIR 'dlm' in the "
                    "state dir, shared by one user's nodes on this host)")
+    m.add_argument("--cluster-stack", default="o2cb", metavar="LABEL",
+                   help="initial sys/fs/ocfs2/cluster_stack (4 chars; pcmk or cman loads the "
+                   "user plugin: dev/misc/ocfs2_control, dev/misc/dlm-control, proc/misc)")
+    m.add_argument("--dlm-recover-callbacks", action="store_true",
+                   help="present sys/fs/ocfs2/dlm_recover_callback_support, as kernels since "
+                   "2014 do: the tools then skip ocfs2_controld (default: controld mode)")
     m.add_argument("--log", metavar="FILE",
                    help="log file (default: stderr; with --background a file in the state dir)")
     m.add_argument("--debug", action="store_true", help="log every kernel event")
     m.add_argument("--trace", metavar="FILE",
                    help="append every configfs mkdir/rmdir/write to FILE as JSON lines "
-                   "{op, path, value, result} (result: 0 or bytes written, or -errno)")
+                   "{op, path, value, result} (result: 0 or bytes written, or -errno); "
+                   "writes to dev/misc/ocfs2_control too")
     u = sub.add_parser("umount", help="stop heartbeat cleanly and unmount MOUNTPOINT")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
     # Listed for --help only: main() hands `run` and its arguments to fakecfs.run as a whole.
@@ -121,11 +128,15 @@ def _mount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     if args.hb_interval_ms < 1:
         return _fail("--hb-interval-ms must be at least 1")
+    if len(args.cluster_stack) != 4 or not args.cluster_stack.isprintable():
+        return _fail(f"--cluster-stack {args.cluster_stack!r}: a stack label is 4 characters "
+                     "(o2cb, pcmk, cman)")
     error = _prepare_mountpoint(mountpoint)
     if error:
         return _fail(error)
     options = KernelOptions(
         hb_interval_ms=args.hb_interval_ms, strict=args.strict, hb_ctl_path=args.hb_ctl_path,
+        cluster_stack=args.cluster_stack, recover_callbacks=args.dlm_recover_callbacks,
         mountpoint=mountpoint,
         trace=_trace_writer(args.trace) if args.trace else None,
         dlm_dir=os.path.abspath(args.dlm_dir) if args.dlm_dir else None,

@@ -21,7 +21,7 @@ import pyfuse3
 
 from .dlmfs import Domain, Level, LockFile
 from .kernel import Kernel
-from .tree import Entry, FileEntry, KernelError
+from .tree import Entry, FileEntry, FileHandle, HandleFile, KernelError
 
 log = logging.getLogger("fakecfs.fuse")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -54,6 +54,7 @@ class OpenFile:
     pid: int
     buffer: bytes | None = None
     level: Level | None = None  # the dlmfs lock this open holds (lock files only)
+    handle: FileHandle | None = None  # a misc device's per-open state (HandleFile)
 
 
 class KernelOperations(pyfuse3.Operations):
@@ -215,7 +216,8 @@ class KernelOperations(pyfuse3.Operations):
         entry.check_open(read=accmode != os.O_WRONLY, write=accmode != os.O_RDONLY)
         fh = self._new_fh()
         # The writer's pid: a dev store resolves the fd number in this process.
-        self._files[fh] = OpenFile(entry, ctx.pid)
+        handle = entry.open_handle() if isinstance(entry, HandleFile) else None
+        self._files[fh] = OpenFile(entry, ctx.pid, handle=handle)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     async def _open_lock(self, lock: LockFile, flags: int, pid: int) -> Any:
@@ -237,6 +239,8 @@ class KernelOperations(pyfuse3.Operations):
             return f.entry.res.read_lvb(off, size)
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
+        if f.handle is not None:
+            return f.handle.read(off, size)
         if f.buffer is None:
             f.buffer = f.entry.show()
         return f.buffer[off : off + size]
@@ -248,6 +252,8 @@ class KernelOperations(pyfuse3.Operations):
             return f.entry.res.write_lvb(off, bytes(buf))
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
+        if f.handle is not None:
+            return self.kernel.write_handle(f.entry, f.handle, bytes(buf))
         # The offset is ignored: each write presents a whole value (configfs semantics).
         written = await self.kernel.write(f.entry, bytes(buf), f.pid)
         f.buffer = None
@@ -260,6 +266,11 @@ class KernelOperations(pyfuse3.Operations):
         f = self._files.pop(fh, None)
         if f is not None and isinstance(f.entry, LockFile) and f.level is not None:
             self.kernel.dlm.close(f.entry, f.level)
+        if f is not None and f.handle is not None:
+            try:
+                f.handle.release()
+            except Exception:
+                log.exception("bug in release of %s", f.entry.path())
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         return None

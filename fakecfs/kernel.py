@@ -25,10 +25,12 @@ from .dlmfs import CAPABILITIES, DlmfsRoot
 from .dlmlocks import ClusterLocks, DlmfsShell
 from .heartbeat import HeartbeatRunner
 from .kmod import ModuleTable
+from .misc import ControlDevice, DlmControlDevice, proc_misc_text
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
+from .stack_user import RESTART_MESSAGE, EmergencyRestart, NodeDown, UserStack
 from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
-from .tree import ROOT_INO, DirEntry, Entry, FileEntry, KernelError, StaticDir
+from .tree import ROOT_INO, DirEntry, Entry, FileEntry, FileHandle, KernelError, StaticDir
 from .usermode import MountSyscalls
 from .vfs import CONTROL_DIR, MountCommand
 
@@ -44,6 +46,10 @@ class KernelOptions:
     strict: bool = False  # refuse regular image files for ``dev``, like the real kernel
     fence: Callable[[str], None] | None = None  # what a write timeout does (default: log)
     hb_ctl_path: str = "/sbin/ocfs2_hb_ctl"
+    # sys/fs/ocfs2/dlm_recover_callback_support (kernels since 2014): the tools then skip
+    # ocfs2_controld. Off by default: fakecfs emulates the controld mode of user stacks.
+    recover_callbacks: bool = False
+    cluster_stack: str = "o2cb"  # the label at start (a user label loads the user plugin)
     # Where this kernel is mounted (its sysroot): put_super's helper gets the surfaces
     # from there at their real paths. Empty: the helper runs in the daemon's namespace.
     mountpoint: str = ""
@@ -85,7 +91,10 @@ class Kernel:
     def __init__(self, options: KernelOptions | None = None) -> None:
         self.options = options or KernelOptions()
         self.hb = O2hbGlobals()
-        self.stackglue = StackGlue()
+        self.stackglue = StackGlue(self.options.recover_callbacks)
+        self.user_stack = UserStack()
+        self.node_downs: list[NodeDown] = []  # DOWN messages that reached a mounted volume
+        self.crashed = ""  # why the emulated machine "restarted", if it did
         self.hb_ctl = HbCtlPath(self.options.hb_ctl_path)
         self.root = StaticDir("")
         self.root.ino = ROOT_INO
@@ -98,10 +107,15 @@ class Kernel:
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
         self.modules = ModuleTable()  # fakecfs/modules: what /proc/modules would list
         self.stackglue.loaded_plugins = self.modules.stack_plugins
+        self.stackglue.load_plugin = self._load_plugin
         control = self.root.subdir(CONTROL_DIR)
         control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
         control.add(ValueFile("filesystems", self.modules.filesystems))
         control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
+        self.root.subdir("fakecfs").add(
+            ValueFile("stack_user", self._stack_user_status, mode=0o444))
+        if self.options.cluster_stack != "o2cb":
+            self.stackglue.store_cluster_stack(self.options.cluster_stack.encode())
 
     # -- the tree ---------------------------------------------------------------------
 
@@ -126,18 +140,79 @@ class Kernel:
             ("failed_regions", lambda: self._region_bitmap(lambda r: False)),
         ):
             self.debug_o2hb.add(debug_file(name, show))
-        nm = self.root.subdir("proc").subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
+        proc = self.root.subdir("proc")
+        nm = proc.subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
         nm.add(self.hb_ctl.file())
         # ocfs2_dlmfs, where the tools look for it (/dlm), and the module parameter libo2dlm
         # reads to learn that this dlmfs serves every cluster stack.
         self.root.add(DlmfsRoot("dlm", self.local_node_heartbeating))
         dlmfs_params = sys_.subdir("module").subdir("ocfs2_dlmfs").subdir("parameters")
         dlmfs_params.add(ValueFile("capabilities", lambda: CAPABILITIES + "\n"))
+        proc.add(ValueFile("misc", self._proc_misc, size=0))
+        self.dev_misc = self.root.subdir("dev").subdir("misc")
+
+    # -- the user stack ---------------------------------------------------------------
+
+    def _load_plugin(self, plugin: str) -> None:
+        """request_module("ocfs2_stack_<plugin>") (a user label, a user-stack mount)."""
+        loaded = self.modules.load(f"ocfs2_stack_{plugin}")
+        if loaded:
+            log.info("modules: load ocfs2_stack_%s %s", plugin, ", ".join(loaded))
+        self._modules_changed()
+
+    def _modules_changed(self) -> None:
+        """Loaded fs/dlm and ocfs2_stack_user register their misc devices (once: fakecfs
+        keeps surfaces after an unload, as for every module)."""
+        devices = {"dlm": DlmControlDevice,
+                   "ocfs2_stack_user": lambda: ControlDevice(self.user_stack, self._node_down,
+                                                             self._restart)}
+        names = {"dlm": "dlm-control", "ocfs2_stack_user": "ocfs2_control"}
+        for module, make in devices.items():
+            if module in self.modules.loaded and self.dev_misc.lookup(names[module]) is None:
+                if module == "ocfs2_stack_user":
+                    log.info("ocfs2: Registered cluster interface user")
+                self.register(self.dev_misc.add(make()))
+
+    def _proc_misc(self) -> str:
+        try:
+            with open("/proc/misc", encoding="latin-1") as f:
+                host = f.read()
+        except OSError:
+            host = ""
+        return proc_misc_text(host, "ocfs2_stack_user" in self.modules.loaded)
+
+    def _node_down(self, down: NodeDown) -> None:
+        # ocfs2_do_node_down: the volume starts recovery of that node's journal.
+        log.warning("ocfs2: volume %s: node %d is down, recovering it", down.uuid, down.node)
+        self.node_downs.append(down)
+
+    def _restart(self, restart: EmergencyRestart) -> None:
+        log.critical(RESTART_MESSAGE)
+        log.critical("(fakecfs) emergency_restart(): this node crashed; its mounts of %s "
+                     "are gone without put_super", " ".join(restart.live))
+        self.crashed = "emergency restart: ocfs2_control released with live mounts"
+        self.mounts.crash()
+
+    def _stack_user_status(self) -> str:
+        downs = " ".join(f"{d.uuid}:{d.node}" for d in self.node_downs) or "-"
+        return (self.user_stack.status() + f"node_downs {downs}\n"
+                f"crashed {self.crashed or '-'}\n")
+
+    def write_handle(self, entry: FileEntry, handle: FileHandle, data: bytes) -> int:
+        """One write(2) to a misc device's open file (traced like attribute writes)."""
+        try:
+            written = handle.write(data)
+        except KernelError as exc:
+            self._trace_entry("write", entry, data, -exc.errno)
+            raise
+        self._trace_entry("write", entry, data, written)
+        return written
 
     def _modprobe(self, data: bytes) -> None:
         changed = self.modules.store(data)
         log.info("modules: %s %s", data.decode(errors="replace").strip(),
                  ", ".join(changed) or "(nothing to do)")
+        self._modules_changed()
 
     def _fs_mount(self, data: bytes) -> None:
         log.info("fsmounts: %s", self.modules.store_fs_mount(data))

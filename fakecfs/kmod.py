@@ -60,6 +60,9 @@ MODULES = {m.name: m for m in (
     ModuleInfo("ocfs2_dlmfs", ("ocfs2_stackglue",), (("ocfs2_dlmfs", True),), 36864),
     ModuleInfo("ocfs2", ("ocfs2_stackglue", "ocfs2_nodemanager"), (("ocfs2", False),),
                1720320),
+    # User stacks (pcmk, cman): fs/dlm and the user plugin, which registers ocfs2_control.
+    ModuleInfo("dlm", (), (), 225280),
+    ModuleInfo("ocfs2_stack_user", ("ocfs2_stackglue", "dlm"), (), 24576),
 )}
 BOOT_MODULES = ("ocfs2_nodemanager", "ocfs2_dlm", "ocfs2_stackglue", "ocfs2_stack_o2cb")
 

@@ -16,10 +16,17 @@ the host lacks the modules. We then *mirror* the parent directory: a tmpfs holdi
 mounts of every existing entry, plus the new mount points, moved over the parent. Only the
 namespace sees it; the host's tree is never changed.
 
+For user stacks (a sysroot whose ``dev/misc`` holds ocfs2_control and dlm-control) it also
+places ``dev/misc`` at ``/dev/misc`` (mirroring ``/dev`` on a tmpfs: ``/dev`` is the host's
+devtmpfs, where nothing may be created) and ``proc/misc`` over ``/proc/misc``.
+
 As root (or root of a user namespace) only a mount namespace is made; otherwise a user
 namespace mapping the caller to root as well (``unshare --user --map-root-user``). With
 ``--node NAME`` the command also gets its own IPC namespace (the heartbeat semaphores are
-per node) and UTS namespace with hostname NAME (o2cb finds the local node by hostname).
+per node), UTS namespace with hostname NAME (o2cb finds the local node by hostname) and
+network namespace with ``lo`` up (``@ocfs2_controld_sock`` is per network namespace: a
+node's tools and controld share one, two nodes never do). ``--netns PATH`` joins an
+existing network namespace instead, one the caller wired to the other nodes.
 With ``--device IMAGE`` an image file is made findable by UUID as the C tools look
 (:mod:`fakecfs.findable`: a ``/proc/partitions`` line and ``/dev/NAME``).
 
@@ -55,6 +62,10 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 MS_BIND = 0x1000
 MS_MOVE = 0x2000
 MS_REC = 0x4000
@@ -80,6 +91,10 @@ class Surface:
     source: str  # relative to the sysroot
     targets: tuple[str, ...]
     required: bool = True
+    # Never mkdir the target in its parent (devtmpfs is the host's own /dev even in a
+    # private mount namespace): mirror the parent instead; skip it while the sysroot's
+    # folder is empty (no user stack loaded), so o2cb nodes keep the host's live /dev.
+    mirror_only: bool = False
 
 
 SURFACES = (
@@ -93,6 +108,10 @@ SURFACES = (
     # The module parameter telling libo2dlm that this ocfs2_dlmfs serves every stack (the
     # dlmfs tree itself is placed at /dlm by `mount -t ocfs2_dlmfs`, as on a host).
     Surface("sys/module/ocfs2_dlmfs", ("/sys/module/ocfs2_dlmfs",), required=False),
+    # User stacks: ocfs2_control and dlm-control (udev's /dev/misc names), and the
+    # /proc/misc list libdlm's probe reads. A file bind for /proc/misc.
+    Surface("dev/misc", ("/dev/misc",), required=False, mirror_only=True),
+    Surface("proc/misc", ("/proc/misc",), required=False),
 )
 
 
@@ -187,9 +206,44 @@ def _write_file(path: str, text: str) -> None:
         f.write(text)
 
 
-def enter_namespaces(node: str | None) -> str:
-    """Unshare a private mount namespace (+ IPC/UTS with ``node``); say which kind."""
-    extra = CLONE_NEWIPC | CLONE_NEWUTS if node else 0
+def join_netns(path: str) -> None:
+    """setns(2) into the network namespace at ``path`` (``ip netns add`` makes them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RunError(f"--netns {path}: {exc.strerror}") from exc
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise RunError(f"--netns {path}: setns: {os.strerror(err)} (is it a network "
+                           "namespace, and are you root?)")
+    finally:
+        os.close(fd)
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in a new network namespace (corosync and loopback peers need it)."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        got = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0))
+        flags = struct.unpack("16sH14x", got)[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def enter_namespaces(node: str | None, netns: str | None = None) -> str:
+    """Unshare a private mount namespace (+ IPC/UTS/network with ``node``); say which kind.
+
+    A node's network namespace is its own, so its ``@ocfs2_controld_sock`` (abstract
+    sockets are per network namespace) is never another node's. ``netns`` joins an
+    existing one instead (made by the caller and wired to the peers, e.g. a veth pair on
+    a bridge, so corosync reaches them).
+    """
+    if netns:
+        join_netns(netns)
+    new_net = CLONE_NEWNET if node and not netns else 0
+    extra = CLONE_NEWIPC | CLONE_NEWUTS | new_net if node else 0
     errors = []
     try:
         _unshare(CLONE_NEWNS | extra)
@@ -215,6 +269,8 @@ def enter_namespaces(node: str | None) -> str:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     if node:
         socket.sethostname(node)
+    if new_net:
+        loopback_up()
     return kind
 
 
@@ -359,14 +415,23 @@ def bind_surfaces(sysroot: str, bound: dict[str, str] | None = None) -> dict[str
         bound = {}
     for surface in SURFACES:
         src = os.path.join(sysroot, surface.source)
-        if not os.path.isdir(src):
+        is_file = os.path.isfile(src)
+        if not is_file and not os.path.isdir(src):
             if surface.required:
                 raise RunError(f"{src} is missing: is {sysroot} a fakecfs mount?")
+            continue
+        if surface.mirror_only and not os.listdir(src):
             continue
         problems = []
         for target in surface.targets:
             try:
-                ensure_dir(target)
+                if is_file:
+                    if not os.path.isfile(target):
+                        raise OSError(errno.ENOENT, "no such file to bind over")
+                elif surface.mirror_only and not os.path.isdir(target):
+                    mirror(os.path.dirname(target), os.path.basename(target))
+                else:
+                    ensure_dir(target)
                 _mount(src, target, None, MS_BIND | MS_REC)
             except OSError as exc:
                 problems.append(f"{target}: {exc.strerror or exc}")
@@ -418,8 +483,13 @@ def parser(remainder: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="a live fakecfs mount")
     p.add_argument("--node", metavar="NAME",
-                   help="also a private IPC namespace (per-node semaphores) and UTS namespace "
-                   "with hostname NAME")
+                   help="also a private IPC namespace (per-node semaphores), UTS namespace "
+                   "with hostname NAME and network namespace (lo up; the node's own "
+                   "@ocfs2_controld_sock)")
+    p.add_argument("--netns", metavar="PATH",
+                   help="join the network namespace at PATH (e.g. /run/netns/NAME from "
+                   "'ip netns add') instead of making one, so the node's corosync reaches "
+                   "its peers; needs root")
     p.add_argument("--device", metavar="IMAGE", action="append", default=[],
                    help="make IMAGE findable by UUID as the C tools look (a /proc/partitions "
                    "line and /dev/BASENAME bound to it, in the namespace only); repeatable")
@@ -458,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_sysroot(sysroot)
         devices = [_image(path) for path in args.device]
         preload = preload_library()
-        enter_namespaces(args.node)
+        enter_namespaces(args.node, args.netns)
         bound = bind_surfaces(sysroot)
         make_findable(devices)
     except (RunError, OSError) as exc:

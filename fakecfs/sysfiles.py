@@ -56,18 +56,48 @@ class ValueFile(FileEntry):
         return len(data)
 
 
-class StackGlue:
-    """``/sys/fs/ocfs2``: the cluster stack label and whether a mount holds the stack."""
+USER_PLUGIN = "user"  # the plugin of every label but o2cb (ocfs2_stack_user)
 
-    def __init__(self) -> None:
+
+class StackGlue:
+    """``/sys/fs/ocfs2``: the cluster stack label and whether a mount holds the stack.
+
+    The o2cb plugin is loaded from the start. The user plugin (the module
+    ``ocfs2_stack_user``, in the kernel's module table) is loaded by ``modprobe``, or the
+    first time a user label is written to ``cluster_stack`` or a user-stack volume is
+    mounted: fakecfs stands in for the init script's (or the mount's) modprobe.
+    ``dlm_recover_callback_support`` exists only with ``recover_callbacks`` (kernels since
+    2014 have it; without it the tools use ocfs2_controld, the mode fakecfs emulates).
+    """
+
+    def __init__(self, recover_callbacks: bool = False) -> None:
         self.cluster_stack = "o2cb"
         self.active_users = 0  # mounts holding the stack (ocfs2_stack_driver_get)
-        # The stack plugin modules loaded (the kernel's module table says; o2cb at boot).
+        self.recover_callbacks = recover_callbacks
+        # The stack plugin modules loaded, oldest first (the kernel's module table says;
+        # o2cb at boot), and how to load one (modprobe ocfs2_stack_<plugin>).
         self.loaded_plugins: Callable[[], list[str]] = lambda: ["o2cb"]
+        self.load_plugin: Callable[[str], None] = lambda plugin: None
+
+    def plugin_of(self, label: str) -> str:
+        return "o2cb" if label == "o2cb" else USER_PLUGIN
 
     @property
     def active(self) -> str:
         return self.cluster_stack if self.active_users else ""
+
+    def loaded_plugins_text(self) -> str:
+        """What 6.1's show function gives: it prints every name at the *start* of the page
+        while counting their lengths, so the oldest plugin (o2cb, last in its newest-first
+        list) shows, followed by NUL bytes where the others would be (recorded from the
+        real kernel)."""
+        page = bytearray(4096)
+        total = 0
+        for name in reversed(self.loaded_plugins()):  # stackglue's list: newest first
+            text = f"{name}\n".encode()
+            page[: len(text) + 1] = text + b"\0"
+            total += len(text)
+        return page[:total].decode("latin-1")
 
     def store_cluster_stack(self, data: bytes) -> None:
         if not data:
@@ -80,23 +110,23 @@ class StackGlue:
         if self.active_users and label != self.cluster_stack:
             raise KernelError(errno.EBUSY, "a different cluster stack is in use")
         self.cluster_stack = label
+        if label != "o2cb":
+            self.load_plugin(USER_PLUGIN)
 
     def files(self) -> list[ValueFile]:
-        def plugin(label: str) -> str:
-            return "o2cb" if label == "o2cb" else "user"
-
-        return [
+        files = [
             ValueFile("max_locking_protocol", lambda: "1.0\n"),
-            ValueFile("loaded_cluster_plugins",
-                      lambda: "".join(f"{p}\n" for p in self.loaded_plugins())),
+            ValueFile("loaded_cluster_plugins", self.loaded_plugins_text),
             ValueFile(
                 "active_cluster_plugin",
-                lambda: f"{plugin(self.active)}\n" if self.active else "",
+                lambda: f"{self.plugin_of(self.active)}\n" if self.active else "",
             ),
             ValueFile("cluster_stack", lambda: f"{self.cluster_stack}\n",
                       self.store_cluster_stack),
-            ValueFile("dlm_recover_callback_support", lambda: "1\n"),
         ]
+        if self.recover_callbacks:
+            files.append(ValueFile("dlm_recover_callback_support", lambda: "1\n"))
+        return files
 
 
 class HbCtlPath:

@@ -108,6 +108,26 @@ class FileEntry(Entry):
         raise KernelError(errno.EACCES)
 
 
+class FileHandle:
+    """One open of a :class:`HandleFile`: state that lives from open(2) to close(2)."""
+
+    def read(self, offset: int, size: int) -> bytes:
+        raise KernelError(errno.EINVAL)
+
+    def write(self, data: bytes) -> int:
+        raise KernelError(errno.EINVAL)
+
+    def release(self) -> None:
+        """The last close of this open file."""
+
+
+class HandleFile(FileEntry):
+    """A file whose reads and writes depend on the open (a misc device's private data)."""
+
+    def open_handle(self) -> FileHandle:
+        raise NotImplementedError
+
+
 class StaticDir(DirEntry):
     """A directory whose children are fixed by the kernel (sys/, sys/fs/, ...)."""
 

@@ -31,6 +31,12 @@ mount to put_super, as the kernel keeps the block device; an image file unlinked
 meanwhile is a device that vanished: it is not offered, and the helper fails to find it,
 as it would on a kernel.
 
+A user-stack volume (pcmk, cman) takes the user plugin instead of a heartbeat region: in
+controld mode its live connection needs a daemon holding ``ocfs2_control`` (ESRCH
+otherwise, :mod:`fakecfs.stack_user`); fs/dlm's lockspace join, which a real kernel also
+needs (dlm_controld), is taken as done. Its put_super runs the same helper.
+:meth:`MountSyscalls.crash` is the emergency restart: every mount gone, no put_super.
+
 Not emulated: global heartbeat mode's pinning (the kernel pins every region while there
 are at most three quorum regions); only a ``heartbeat=local`` mount pins its own region.
 """
@@ -72,6 +78,7 @@ from .vfs import (
     check_new_superblock,
     heartbeat_option,
     parse_command,
+    stack_option,
 )
 
 if TYPE_CHECKING:
@@ -293,18 +300,30 @@ class MountSyscalls:
             except OSError as e:
                 raise KernelError(e.errno or errno.EIO, f"{req.device}: {e.strerror}") from e
             try:
-                clustered = check_new_superblock(self._facts(volume, hb))
+                facts = self._facts(volume, hb, stack_option(req.options))
+                plugin = check_new_superblock(facts)
+                if plugin == "user":
+                    self.kernel.stackglue.load_plugin(plugin)  # request_module(...)
+                    # user_cluster_connect: in controld mode a daemon must hold
+                    # ocfs2_control. fs/dlm's lockspace join (dlm_controld) is not emulated.
+                    try:
+                        self.kernel.user_stack.attach(
+                            volume.uuid, controld=not self.kernel.options.recover_callbacks)
+                    except KernelError as e:
+                        log.error("%s", e.message)
+                        raise
             except KernelError:
                 os.close(fd)
                 raise
-            sb = self.table.new_superblock(key, req.device, volume.uuid, clustered)
+            sb = self.table.new_superblock(key, req.device, volume.uuid, bool(plugin),
+                                           plugin or "o2cb")
             self._device_fds[sb.sid] = fd
             self._get_super(sb, hb)
         self.table.attach(sb, req.dir, req.device, req.options)
         log.info("mount %s on %s (%s, %s, %d mounts)", req.device, req.dir, sb.sid, sb.uuid,
                  len(self.table.mounts_of(sb)))
 
-    def _facts(self, volume: Volume, hb: str) -> MountFacts:
+    def _facts(self, volume: Volume, hb: str, stack_opt: str | None) -> MountFacts:
         cluster = self.kernel.subsystem.cluster
         this_node = cluster.this_node() if cluster is not None else 255
         live: set[int] = set()
@@ -321,6 +340,7 @@ class MountSyscalls:
             cluster_stack=self.kernel.stackglue.cluster_stack,
             this_node=this_node,
             node_heartbeating=this_node in live,
+            stack_option=stack_opt,
         )
 
     def _get_super(self, sb: Superblock, hb: str) -> None:
@@ -342,11 +362,7 @@ class MountSyscalls:
         try:
             if not sb.clustered:
                 return
-            region = sb.holds
-            if isinstance(region, Region):
-                region.pinned -= 1
-                sb.holds = None
-            self.kernel.stackglue.active_users -= 1
+            self._release(sb)
             devices = [(sb.device, fd)] if fd >= 0 and not _vanished(fd) else []
             if fd >= 0 and not devices:
                 log.warning("(fakecfs) put_super %s: %s was removed; the helper cannot "
@@ -356,6 +372,25 @@ class MountSyscalls:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _release(self, sb: Superblock) -> None:
+        """What a superblock held: the region pin, the live connection, the stack."""
+        region = sb.holds
+        if isinstance(region, Region):
+            region.pinned -= 1
+            sb.holds = None
+        if sb.plugin == "user":
+            self.kernel.user_stack.detach(sb.uuid)
+        self.kernel.stackglue.active_users -= 1
+
+    def crash(self) -> None:
+        """emergency_restart(): every mount vanishes, no put_super, no helper."""
+        for sb in self.table.drop_all():
+            fd = self._device_fds.pop(sb.sid, -1)
+            if fd >= 0:
+                os.close(fd)
+            if sb.clustered:
+                self._release(sb)
 
 
 _README = f"""fakecfs's emulated mount table (not a real kernel path).

@@ -137,6 +137,15 @@ def heartbeat_option(options: tuple[str, ...]) -> str:
 # -- mount-time checks (ocfs2_verify_heartbeat, stackglue, o2cb_cluster_check) --------------
 
 
+def stack_option(options: tuple[str, ...]) -> str | None:
+    """The ``cluster_stack=`` mount option mount.ocfs2 passes for user stacks (last wins)."""
+    label = None
+    for opt in options:
+        if opt.startswith("cluster_stack="):
+            label = opt.split("=", 1)[1]
+    return label
+
+
 @dataclass(frozen=True)
 class MountFacts:
     """What the shell found out for a first mount of a device."""
@@ -147,32 +156,48 @@ class MountFacts:
     cluster_stack: str  # /sys/fs/ocfs2/cluster_stack
     this_node: int  # 255 when no local node is configured
     node_heartbeating: bool  # this node in the live map of the heartbeat it mounts with
+    stack_option: str | None = None  # the cluster_stack= mount option
 
 
-def check_new_superblock(f: MountFacts) -> bool:
-    """The kernel's refusals for a new superblock; returns whether it is clustered.
+def check_new_superblock(f: MountFacts) -> str:
+    """The kernel's refusals for a new superblock; returns the plugin it will use
+    (``"o2cb"`` or ``"user"``), or ``""`` for a local (unclustered) volume.
 
     Messages are the kernel's log lines. Stricter than the kernel in one point: with
     ``heartbeat=local`` this node must be live on *this volume's* region (the kernel
     accepts any live region); mount.ocfs2 always starts that region first.
     """
-    if f.local_volume:
-        if f.heartbeat != "none":
+    label = f.volume_stack or "o2cb"
+    user = label != "o2cb"
+    # ocfs2_verify_userspace_stack
+    if not user and f.stack_option:
+        raise KernelError(errno.EINVAL, "cluster stack passed to mount, but this filesystem "
+                          "does not support it")
+    if user and not f.local_volume and f.stack_option != label:
+        raise KernelError(errno.EINVAL, f'cluster stack passed to mount ("{f.stack_option or ""}'
+                          f'") does not match the filesystem ("{label}")')
+    # ocfs2_verify_heartbeat
+    if f.heartbeat != "none":
+        if f.local_volume:
             raise KernelError(errno.EINVAL, "Cannot heartbeat on a locally mounted device.")
-        return False
-    if f.heartbeat == "none":
+        if user:
+            raise KernelError(errno.EINVAL, "Userspace stack expected, but o2cb heartbeat "
+                              "arguments passed to mount")
+    if f.local_volume:
+        return ""
+    if f.heartbeat == "none" and not user:
         raise KernelError(errno.EINVAL,
                           "Heartbeat has to be started to mount a read-write clustered device.")
-    label = f.volume_stack or "o2cb"
-    if label != "o2cb":
-        raise KernelError(errno.ENOENT, f"cluster stack plugin {label!r} is not available")
+    # ocfs2_stack_driver_get: the plugin is loaded on demand; the label must be running
     if f.cluster_stack != label:
         raise KernelError(errno.EBUSY, "A different cluster stack is in use")
+    if user:
+        return "user"
     if f.this_node >= 255:
         raise KernelError(errno.EINVAL, "This node has not been configured.")
     if not f.node_heartbeating:
         raise KernelError(errno.EINVAL, "o2cb heartbeat has not been started.")
-    return True
+    return "o2cb"
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -197,6 +222,7 @@ class Superblock:
     uuid: str
     clustered: bool  # not a local-mount volume: put_super runs the helper
     holds: object | None = None  # the shell's pin (the heartbeat region), opaque here
+    plugin: str = "o2cb"  # the stack plugin it holds: "o2cb" or "user"
 
 
 @dataclass(eq=False)
@@ -226,9 +252,9 @@ class MountTable:
         return self.superblocks.get(key)
 
     def new_superblock(self, key: DeviceKey, device: str, uuid: str,
-                       clustered: bool) -> Superblock:
+                       clustered: bool, plugin: str = "o2cb") -> Superblock:
         assert key not in self.superblocks
-        sb = Superblock(f"sb{next(self._ids)}", key, device, uuid, clustered)
+        sb = Superblock(f"sb{next(self._ids)}", key, device, uuid, clustered, plugin=plugin)
         self.superblocks[key] = sb
         return sb
 
@@ -289,6 +315,12 @@ class MountTable:
         del self.superblocks[m.sb.key]
         return m, m.sb
 
+    def drop_all(self) -> list[Superblock]:
+        """A machine that restarts: every mount is gone at once, no put_super runs."""
+        gone = list(self.superblocks.values())
+        self.mounts.clear()
+        self.superblocks.clear()
+        return gone
     def remount(self, dir_: str, options: tuple[str, ...]) -> list[Mount]:
         """``mount -o remount``: new options for every mount of DIR's superblock.
 

@@ -23,6 +23,9 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
 
 
+DEFAULT_SERVICE = "hbctl"  # a tool's own service on user stacks
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -40,14 +43,26 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("-d", "--device", help="the ocfs2 device or image file")
         g.add_argument("-u", "--uuid", help="the volume UUID (32 upper-case hex digits)")
 
+    def service(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--service", default=DEFAULT_SERVICE, metavar="NAME",
+                        help="user stacks (pcmk, cman): the service registered with "
+                        f"ocfs2_controld (default {DEFAULT_SERVICE}; 'ocfs2' is the mounts' "
+                        "own); ignored on o2cb")
+
     s = sub.add_parser("start", help="start heartbeat on a volume (takes one reference)",
                        description="Start heartbeat on a volume, or take one more reference "
-                       "if it runs, exactly as 'ocfs2_hb_ctl -S' does (persistent reference).")
+                       "if it runs, exactly as 'ocfs2_hb_ctl -S' does (persistent reference). "
+                       "On a user stack (pcmk, cman): register --service with "
+                       "ocfs2_controld (MOUNT + MRESULT), as 'ocfs2_hb_ctl -S ... SERVICE'.")
     target(s)
+    service(s)
     s = sub.add_parser("stop", help="drop one reference; heartbeat stops at zero",
                        description="Drop one persistent reference, as 'ocfs2_hb_ctl -K'; the "
-                       "last one removes the region and its semaphore set.")
+                       "last one removes the region and its semaphore set. On a user stack: "
+                       "remove --service from ocfs2_controld (UNMOUNT); the last service "
+                       "leaves the volume's group.")
     target(s)
+    service(s)
     s = sub.add_parser("refs", help="print a region's reference count ('UUID: N refs')")
     target(s)
     s = sub.add_parser("status", help="regions, refs and live nodes of the running cluster")
@@ -98,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Mount DEVICE on DIR as mount.ocfs2 does: check the volume "
                        "and the cluster, join heartbeat (the first mount of a device takes one "
                        "reference and sets the mounted flag; later mounts take none), then "
-                       "mount(2). Against fakecfs the mount is emulated and DIR is a virtual "
+                       "mount(2). On a user stack (pcmk, cman) the mount joins the volume's "
+                       "group through ocfs2_controld (service 'ocfs2', one for all mounts). "
+                       "Against fakecfs the mount is emulated and DIR is a virtual "
                        "name; on a real host mount(8) is run. --bind/--rbind: SRC DST. "
                        "-o remount[,ro|rw]: change a mount's options (no reference).")
     m.add_argument("source", metavar="DEVICE|SRC")
@@ -177,10 +194,20 @@ def _emit(args: argparse.Namespace, data: object, text: str) -> None:
 
 def cmd_start(args: argparse.Namespace, sysroot: Sysroot) -> None:
     from .errors import O2cbError
-    from .regions import begin_group_join, region_refs
+    from .regions import begin_group_join, region_refs, user_start
 
     stack = _o2cb_stack(sysroot)
     device, volume, desc = _resolve(args)
+    if stack != "o2cb":
+        try:
+            user_start(sysroot, stack, volume, volume.uuid, device, args.service)
+        except O2cbError as e:
+            raise CliError(f"{volume.uuid}: cannot register service {args.service!r} with "
+                           f"ocfs2_controld ({stack}): {e.message}"
+                           + (f" ({e.detail})" if e.detail else "")) from e
+        print(f"{volume.uuid}: service {args.service} registered with ocfs2_controld "
+              f"({stack})")
+        return
     try:
         begin_group_join(sysroot, stack, volume, volume.uuid, device, desc, persist=True)
     except O2cbError as e:
@@ -195,6 +222,17 @@ def cmd_stop(args: argparse.Namespace, sysroot: Sysroot) -> None:
 
     stack = _o2cb_stack(sysroot)
     _device, volume, _desc = _resolve(args)
+    if stack != "o2cb":
+        from .regions import user_stop
+
+        try:
+            user_stop(sysroot, stack, volume, volume.uuid, args.service)
+        except O2cbError as e:
+            raise CliError(f"{volume.uuid}: cannot remove service {args.service!r} from "
+                           f"ocfs2_controld ({stack}): {e.message}"
+                           + (f" ({e.detail})" if e.detail else "")) from e
+        print(f"{volume.uuid}: service {args.service} removed from ocfs2_controld ({stack})")
+        return
     try:
         group_leave(sysroot, stack, volume, volume.uuid, persist=True)
     except O2cbError as e:
@@ -266,10 +304,15 @@ def status_data(sysroot: Sysroot) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace, sysroot: Sysroot) -> None:
     from .table import render
 
-    _o2cb_stack(sysroot)
+    stack = _o2cb_stack(sysroot)
     data = status_data(sysroot)
+    data["stack"] = stack
     out = []
-    if not data["clusters"]:
+    if stack != "o2cb":
+        out.append(f"cluster stack {stack}: heartbeat and membership are the cluster stack's; "
+                   "services are registered with ocfs2_controld "
+                   "(debugfs.ocfs2 -R \"controld dump\" shows them)\n")
+    elif not data["clusters"]:
         out.append("no cluster registered (hbctl cluster register CLUSTER)\n")
     for c in data["clusters"]:
         out.append(f"cluster {c['cluster']}: heartbeat mode {c['mode']}, dead threshold "
@@ -380,7 +423,9 @@ def cmd_mount(args: argparse.Namespace, sysroot: Sysroot) -> None:
         print(f"{done.uuid}: remounted {os.path.abspath(args.target)} "
               f"({','.join(rest) or 'rw'}, no new reference)")
         return
-    if done.heartbeat == "local":
+    if done.user_stack:
+        hb = f"cluster_stack={done.user_stack}, service ocfs2 joined through ocfs2_controld"
+    elif done.heartbeat == "local":
         ref = "took the mount reference" if done.took_ref else "already mounted: no new reference"
         hb = f"heartbeat=local, {ref}, {peek_refs(done.uuid) or 0} refs"
     else:

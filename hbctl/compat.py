@@ -13,8 +13,9 @@ away, mount.ocfs2 runs ``-P -d <dev>``, the o2cb init script parses ``-I``'s
   heartbeat``, including the stray blank line after "Cannot initialize
   cluster".
 
-One deliberate difference: on a cluster stack other than o2cb the tool exits
-0 at once with a note on stderr, instead of driving a user-stack daemon.
+On a user cluster stack (pcmk, cman) ``-S``/``-K`` register and remove a service with
+ocfs2_controld as Debian's libo2cb does (hbctl.userstack); ``-I`` still prints the
+semaphore count, which means nothing there (as upstream), and ``-P`` fails (as upstream).
 
 Heavy modules are imported only where needed, so the kernel's and the init
 script's calls (``-K -u``, ``-I -u``) start quickly.
@@ -37,6 +38,7 @@ PROGNAME = "ocfs2_hb_ctl"
 OPTSTRING = "ISKPd:u:n:h"
 IONICE_PATH = "/usr/bin/ionice"
 KERNEL_SERVICE = "ocfs2"  # the service of the kernel's `-K -u UUID` call
+CLASSIC_STACK = "o2cb"  # hbctl.stack's, without importing it for -I's start-up
 
 USAGE_LINES = (
     "-S -d <device> <service>",
@@ -240,7 +242,7 @@ def _com_err(message: str, context: str) -> _Failed:
 
 def _run(o: Options) -> None:
     from hbctl.errors import O2cbError
-    from hbctl.stack import CLASSIC_STACK, o2cb_init
+    from hbctl.stack import o2cb_init
     from hbctl.sysroot import from_env
 
     sysroot = from_env()
@@ -250,13 +252,10 @@ def _run(o: Options) -> None:
         # The C tool passes "Cannot initialize cluster\n" to com_err, which
         # adds its own newline: the blank line is part of the contract.
         raise _com_err(e.message, "Cannot initialize cluster\n") from e
-    if stack != CLASSIC_STACK:
-        _write(
-            sys.stderr,
-            f"{PROGNAME}: cluster stack '{stack}' is in use; heartbeat is not "
-            "controlled by ocfs2_hb_ctl on this stack, nothing to do\n",
-        )
-        return
+    if stack != CLASSIC_STACK and o.action == "ionice":
+        # Upstream asks corosync's cmap for the cluster, then reads a configfs region that
+        # user stacks do not have: it always fails there, silently.
+        raise _Failed(None)
 
     volume: Volume | None = None
     desc: HeartbeatDesc | None = None
@@ -320,7 +319,7 @@ def _start(
     desc: HeartbeatDesc | None,
 ) -> None:
     from hbctl.errors import O2cbError
-    from hbctl.regions import begin_group_join
+    from hbctl.regions import begin_group_join, user_start
 
     context = "while starting heartbeat"
     device = o.device
@@ -328,6 +327,10 @@ def _start(
         device, volume, desc = _lookup(uuid, context)
     assert desc is not None
     try:
+        if stack != CLASSIC_STACK:
+            assert o.service is not None
+            user_start(sysroot, stack, volume, uuid, device, o.service)
+            return
         begin_group_join(sysroot, stack, volume, uuid, device, desc, persist=True)
     except O2cbError as e:
         raise _com_err(e.message, context) from e
@@ -336,11 +339,18 @@ def _start(
 def _stop(sysroot: Sysroot, stack: str, o: Options, uuid: str, volume: Volume | None) -> None:
     from hbctl.errors import O2cbError
     from hbctl.mounting import is_mount_service, mount_group_leave, tool_group_leave
+    from hbctl.regions import user_stop
 
     context = "while stopping heartbeat"
     if o.device is None:
         _device, volume, _desc = _lookup(uuid, context)
     try:
+        if stack != CLASSIC_STACK:
+            # One "ocfs2" service however many mounts: the kernel's -K ends it (upstream's
+            # answer to the mounted flag); every other service is a tool's own.
+            assert o.service is not None
+            user_stop(sysroot, stack, volume, uuid, o.service)
+            return
         # The mount's service ("ocfs2", also the kernel's -K default) is put_super's stop:
         # it clears the mounted flag (hbctl.mounting). Any other service is a tool's.
         if is_mount_service(o.service):

@@ -36,6 +36,11 @@ The mount itself:
   ``umount``; the real kernel then runs ``hb_ctl_path`` at put_super. This path is only
   testable in the real-kernel lane.
 
+On a user stack (pcmk, cman) there is no heartbeat region and no flag: the mount joins the
+volume's group through ocfs2_controld with the service "ocfs2", which the daemon keeps
+once however many mounts (upstream's own answer to the leak), and put_super's ``-K -u
+UUID`` removes it (hbctl.userstack).
+
 After a mount with local heartbeat, as mount.ocfs2's ``change_local_hb_io_priority``:
 the program ``hb_ctl_path`` names is run as ``-P -d DEVICE`` (real-time I/O priority for
 the heartbeat thread), with this process's environment; its status is ignored (upstream's
@@ -64,6 +69,7 @@ from hbctl.stack import OS_CONFIGFS, ConfigfsIO
 from hbctl.sysroot import Sysroot
 
 MOUNT_SERVICE = "ocfs2"  # mount.ocfs2's r_service, and the kernel's -K default
+CLASSIC = "o2cb"
 EMULATED_MOUNTS = "fakecfs/mounts"  # fakecfs's control file, under the sysroot
 FSTYPE = "ocfs2"
 HB_NONE = "heartbeat=none"
@@ -72,7 +78,11 @@ HB_GLOBAL = "heartbeat=global"
 
 
 class MountError(Exception):
-    """A refused or failed mount/umount: one line for the user."""
+    """A refused or failed mount/umount: one line for the user (``errno``: the syscall's)."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 # -- the refcount with the flag -----------------------------------------------------------
@@ -322,7 +332,8 @@ def _syscall(sysroot: Sysroot, line: str, argv: list[str], what: str, runner: Ru
         try:
             _control(sysroot, line)
         except OSError as e:
-            raise MountError(f"{what}: {e.strerror} (the emulated kernel's log says why)") from e
+            raise MountError(f"{what}: {e.strerror} (the emulated kernel's log says why)",
+                             e.errno or 0) from e
         return
     if sysroot.emulated:
         raise MountError(f"{what}: {sysroot.root} has no emulated mount table "
@@ -340,6 +351,7 @@ class MountOutcome:
     uuid: str
     heartbeat: str  # "local", "global" or "none"
     took_ref: bool
+    user_stack: str | None = None  # the label, for a volume of a user stack
     io_priority: list[str] | None = None  # the -P call made after the mount, if any
     remount: bool = False  # only the options changed (heartbeat is then the mount's own)
 
@@ -369,8 +381,11 @@ def mount(
 ) -> MountOutcome:
     """``mount.ocfs2 DEVICE DIR``: check the volume, join heartbeat (flagged), mount(2).
 
-    Refused like mount.ocfs2: a device that is not ocfs2, a cluster stack other than
-    o2cb, a volume for a cluster that is not registered (or not the first one).
+    Refused like mount.ocfs2: a device that is not ocfs2, a running stack other than the
+    volume's, a volume for a cluster that is not registered (or not the first one).
+    A user-stack volume (pcmk, cman) joins through ocfs2_controld instead
+    (:func:`_mount_user_stack`): one "ocfs2" service for all its mounts, which the
+    kernel's put_super ``-K -u UUID`` removes.
     A local-mount volume is mounted with ``heartbeat=none`` and no cluster join.
     If mount(2) fails the reference this call took is given back.
     """
@@ -392,6 +407,8 @@ def mount(
                  mount_argv(device, dir_, ["remount", *opts]), f"remount {dir_}", runner)
         return MountOutcome(volume.uuid, heartbeat_option_of(options), took_ref=False,
                             remount=True)
+    if not volume.local and (volume.stack or CLASSIC) != CLASSIC:
+        return _mount_user_stack(sysroot, volume, device, dir_, options, what, runner)
     if volume.local:
         opts = [HB_NONE, *options]
         _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
@@ -421,6 +438,41 @@ def mount(
             with contextlib.suppress(OSError):
                 runner(priority)
     return MountOutcome(volume.uuid, hb, took_ref=joined.took_ref, io_priority=priority)
+
+
+def _mount_user_stack(sysroot: Sysroot, volume: Any, device: str, dir_: str,
+                      options: Sequence[str], what: str, runner: Runner) -> MountOutcome:
+    """mount.ocfs2 on a user stack: the running label set to the volume's, the "ocfs2"
+    service joined through ocfs2_controld, mount(2) with ``cluster_stack=``, and the
+    result (0 or mount(2)'s errno) reported on the join's connection."""
+    from hbctl import userstack
+    from hbctl.stack import o2cb_init, setup_stack
+
+    label = volume.stack
+    try:
+        setup_stack(sysroot, label)
+        stack = o2cb_init(sysroot)
+        cluster = regions.user_checks(stack, volume)
+        join = userstack.begin_group_join(sysroot, stack, volume.uuid, cluster, device,
+                                          MOUNT_SERVICE)
+    except O2cbError as e:
+        raise MountError(f"{what}: {_join_error(sysroot, volume, e)} while trying to join "
+                         "the group") from e
+    opts = [f"cluster_stack={label}", *options]
+    try:
+        _syscall(sysroot, control_command("mount", device, dir_, ",".join(opts)),
+                 mount_argv(device, dir_, opts), what, runner)
+    except MountError as e:
+        # The daemon removes the service again (the kernel will never run -K for it).
+        with contextlib.suppress(O2cbError):
+            userstack.complete_group_join(sysroot, join, e.errno or 1)
+        raise
+    try:
+        userstack.complete_group_join(sysroot, join, 0)
+    except O2cbError as e:
+        raise MountError(f"{what}: mounted, but ocfs2_controld did not take the result: "
+                         f"{e.message}") from e
+    return MountOutcome(volume.uuid, "none", took_ref=False, user_stack=label)
 
 
 def _join_error(sysroot: Sysroot, volume: Any, e: O2cbError) -> str:

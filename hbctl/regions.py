@@ -334,6 +334,33 @@ def classic_checks(
     return validate_cluster(sysroot, volume, fs)
 
 
+def user_start(sysroot: Sysroot, running_stack: str, volume: Any, region: str, device: str,
+               service: str) -> None:
+    """``o2cb_begin_group_join`` + ``o2cb_complete_group_join(0)`` on a user stack."""
+    from hbctl import userstack
+
+    cluster = user_checks(running_stack, volume)
+    userstack.start(sysroot, running_stack, region, cluster, device, service)
+
+
+def user_stop(sysroot: Sysroot, running_stack: str, volume: Any, region: str,
+              service: str) -> None:
+    """``o2cb_group_leave`` on a user stack: remove ``service`` from ocfs2_controld."""
+    from hbctl import userstack
+
+    user_checks(running_stack, volume)
+    userstack.group_leave(sysroot, region, service)
+
+
+def user_checks(running_stack: str, volume: Any) -> str:
+    """The stack check of every group operation; the cluster is the volume's own."""
+    disk_stack = _text(getattr(volume, "stack", None))
+    disk_cluster = _text(getattr(volume, "cluster_name", None))
+    validate_stack(running_stack, disk_stack, disk_cluster)
+    assert disk_cluster is not None  # a user-stack volume always names its cluster
+    return disk_cluster
+
+
 def begin_group_join(
     sysroot: Sysroot,
     running_stack: str,

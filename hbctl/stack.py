@@ -173,6 +173,20 @@ def determine_stack(sysroot: Sysroot) -> str:
     return line
 
 
+def setup_stack(sysroot: Sysroot, label: str) -> None:
+    """``o2cb_setup_stack`` (mount.ocfs2): make ``label`` the running stack if it is not.
+
+    The kernel refuses the write with EBUSY while another stack holds a mount.
+    """
+    if determine_stack(sysroot) == label:
+        return
+    try:
+        with open(sysroot.cluster_stack_file, "w", encoding="ascii") as f:
+            f.write(label)
+    except OSError as e:
+        raise from_attr_write(e, sysroot.cluster_stack_file) from e
+
+
 def parse_revision(text: str) -> int | None:
     """``sscanf("%u")`` of the revision file: None when there is nothing at all."""
     s = text.lstrip()

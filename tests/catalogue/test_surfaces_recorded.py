@@ -3,6 +3,8 @@
 kernel-surfaces.json was recorded by the real-kernel lane (tests/kernel, hbctl task) with
 one local node (num 0 of 2) heartbeating one region; the same state is built here on a
 fakecfs mount and every file's mode and content compared (elapsed_time_in_ms: mode only).
+Debian's 6.1 has ``dlm_recover_callback_support`` (the post-2014 mode), which fakecfs shows
+only with ``--dlm-recover-callbacks``: the mount here asks for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from pathlib import Path
 
 from tests.catalogue.recorded import SURFACES, load_recording
+from tests.fakecfs_fixtures import fakecfs_mount, require_fuse
 from tests.nodes import Region, configure, mkfs, start_region
 
 # Kernel files fakecfs does not provide, with the reason (docs/kernel-lane.md).
@@ -35,7 +38,14 @@ def fakecfs_surfaces(sysroot: Path, uuid: str) -> dict[str, list[str | None]]:
     return out
 
 
-def test_o2hb_and_o2cb_files_match_the_recorded_kernel(sysroot: Path, tmp_path: Path) -> None:
+def test_o2hb_and_o2cb_files_match_the_recorded_kernel(tmp_path: Path) -> None:
+    require_fuse()
+    with fakecfs_mount(tmp_path / "sysroot", "--hb-interval-ms", "50",
+                       "--dlm-recover-callbacks") as sysroot:
+        compare(sysroot, tmp_path)
+
+
+def compare(sysroot: Path, tmp_path: Path) -> None:
     kernel = load_recording(SURFACES)["files"]
     image = mkfs(tmp_path / "vol.img")
     region = Region.of(image)

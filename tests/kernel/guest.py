@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 import termios
@@ -231,12 +233,29 @@ def task_mount(ch: Channel, dev: str) -> None:
     step("mount m2", run(hbctl, "mount", dev, "/tmp/m2"))
     state("after mount m2")
     step("read through m2", {"text": read_text("/tmp/m2/hello")})
+    step("stack while mounted", _stack_while_mounted())
     step("umount m2", run(hbctl, "umount", "/tmp/m2"))
     state("after umount m2")
     step("umount m1", run(hbctl, "umount", "/tmp/m1"))
     state("after umount m1")
     ch.say("mount", uuid=uuid, steps=steps)
     ch.say("done")
+
+
+def _stack_while_mounted() -> dict[str, object]:
+    """stackglue with an o2cb volume mounted: the active plugin, and cluster_stack writes."""
+    out: dict[str, object] = {"active": read_text("/sys/fs/ocfs2/active_cluster_plugin")}
+    for label in ("pcmk", "o2cb\n"):
+        try:
+            fd = os.open("/sys/fs/ocfs2/cluster_stack", os.O_WRONLY)
+            try:
+                os.write(fd, label.encode())
+            finally:
+                os.close(fd)
+            out[f"write {label.strip()}"] = "ok"
+        except OSError as e:
+            out[f"write {label.strip()}"] = errno.errorcode.get(e.errno or 0, str(e.errno))
+    return out
 
 
 def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
@@ -285,9 +304,107 @@ def task_interop(ch: Channel, dev: str, dead_threshold: str) -> None:
             return
 
 
+def _misc_device(name: str) -> str | None:
+    """The /dev node of misc device ``name`` (devtmpfs names it; udev is not running)."""
+    minor = None
+    with open("/proc/misc", encoding="ascii") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1:2] == [name]:
+                minor = int(fields[0])
+    if minor is None:
+        return None
+    for dirpath, _, files in os.walk("/dev"):
+        for entry in files:
+            path = os.path.join(dirpath, entry)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 10 \
+                    and os.minor(st.st_rdev) == minor:
+                return path
+    return None
+
+
+def task_userstack(ch: Channel, _dev: str, modules: str) -> None:
+    """Load fs/dlm and ocfs2_stack_user (the host put them in the folder ``modules``), then
+    run the user-stack script (tests/catalogue/userstack_script.py) on the kernel's files."""
+    import ctypes
+
+    from tests.catalogue.userstack_script import run_script
+
+    before = {name: read_text(f"/sys/fs/ocfs2/{name}")
+              for name in ("loaded_cluster_plugins", "cluster_stack")}
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name in ("dlm", "ocfs2_stack_user"):
+        data = Path(modules, f"{name}.ko").read_bytes()
+        if libc.syscall(175, data, len(data), b"") != 0:  # init_module (x86_64)
+            raise OSError(ctypes.get_errno(), f"init_module {name}")
+    control, dlm_control = _misc_device("ocfs2_control"), _misc_device("dlm-control")
+    if control is None or dlm_control is None:
+        raise RuntimeError(f"misc devices not found: {control}, {dlm_control}")
+    steps = run_script("/sys/fs/ocfs2", control, dlm_control, "/proc/misc")
+    ch.say("userstack", before=before, devices=[control, dlm_control], steps=steps,
+           down=_down_phase_in_child(control))
+    ch.say("done")
+
+
+def _down_phase_in_child(control: str) -> list[list[str]]:
+    """The down phase in a child: a kernel oops kills it mid-step; say which step and why."""
+    import json as _json
+
+    from tests.catalogue.userstack_script import down_phase
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(rfd)
+
+        def report(step: str, result: str | None) -> None:
+            line = ["try", step] if result is None else ["done", step, result]
+            os.write(wfd, (_json.dumps(line) + "\n").encode())
+
+        down_phase(control, report)
+        os._exit(0)
+    os.close(wfd)
+    # Not a plain read to EOF and waitpid: a task killed by an oops while holding
+    # ocfs2_control's mutex may hang in its exit (closing that very device).
+    import select
+
+    buf, lines = b"", []
+    while True:
+        ready, _, _ = select.select([rfd], [], [], 30)
+        if not ready:
+            break
+        chunk = os.read(rfd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            lines.append(_json.loads(line))
+    os.close(rfd)
+    reaped, status = os.waitpid(pid, os.WNOHANG)
+    if not reaped:
+        status = -1  # still there: stuck in its exit
+    out = [[line[1], line[2]] for line in lines if line[0] == "done"]
+    tried = [line[1] for line in lines if line[0] == "try"]
+    if status == -1 or os.WIFSIGNALED(status) or os.WEXITSTATUS(status):
+        oops = ""
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+        for line in log.splitlines():
+            if "detected buffer overflow" in line:
+                oops = line.split("]", 1)[-1].strip()
+                break
+        fate = "stuck" if status == -1 else "killed"
+        out.append([tried[-1] if tried else "?", f"{fate}: {oops or 'no oops line found'}"])
+    return out
+
+
 TASKS: dict[str, Callable[..., None]] = {
     "catalogue": task_catalogue, "hbctl": task_hbctl, "interop": task_interop,
-    "mount": task_mount,
+    "mount": task_mount, "userstack": task_userstack,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -80,10 +81,35 @@ def ocfs2_disk(path: Path, size_mb: int = 64) -> Path:
     return path
 
 
+def user_stack_modules(art: lane.Artefacts) -> Path:
+    """dlm.ko and ocfs2_stack_user.ko of the guest's kernel, in a folder the guest sees.
+
+    Not in the initramfs: loaded there, the user plugin would show in every task's
+    /sys/fs/ocfs2. The guest sees the host's tree (read-only, 9p) except /tmp and /run, so
+    they go to the lane's cache; the guest's 512 MiB are too few to unpack the package.
+    """
+    out = lane.CACHE / f"modules-{art.kernel_version}"
+    wanted = {"dlm": "kernel/fs/dlm/dlm.ko",
+              "ocfs2_stack_user": "kernel/fs/ocfs2/ocfs2_stack_user.ko"}
+    if all((out / f"{name}.ko").exists() for name in wanted):
+        return out
+    debs = sorted((lane.CACHE / "debs").glob(f"linux-image-{art.kernel_version}_*.deb"))
+    assert debs, "the kernel package is not in the lane's cache"
+    members = lane._members(debs[-1], [f"lib/modules/{art.kernel_version}/{path}"
+                                       for path in wanted.values()])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in wanted.items():
+        data = next(d for n, d in members.items() if n.endswith(path))
+        tmp = out / f"{name}.ko.tmp{os.getpid()}"
+        tmp.write_bytes(data)
+        tmp.rename(out / f"{name}.ko")
+    return out
+
+
 def run_task(art: lane.Artefacts, workdir: Path, task: str, disk: Path,
-             timeout: float = 180.0) -> dict[str, Any]:
+             timeout: float = 180.0, args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Boot, run a one-shot guest task; its messages by kind (the last of each kind)."""
-    guest = lane.boot(art, workdir, guest_command(task, "/dev/vda"), disks=(disk,),
+    guest = lane.boot(art, workdir, guest_command(task, "/dev/vda", *args), disks=(disk,),
                       hostname="guest")
     out: dict[str, Any] = {}
     try:

@@ -123,6 +123,9 @@ def test_hbctl_mount_on_real_ocfs2_and_put_super_runs_our_hb_ctl(artefacts: lane
     assert steps["after mount m2"]["mounts"] == ["/tmp/m1", "/tmp/m2"]
     assert steps["after mount m2"]["refs"] == one
     assert steps["read through m2"]["text"] == "written on the real ocfs2\n"
+    # stackglue while an o2cb volume is mounted (fakecfs: tests/mount/test_mount_lifecycle.py)
+    stack = {k: v for k, v in steps["stack while mounted"].items() if k != "label"}
+    assert stack == {"active": "o2cb\n", "write pcmk": "EBUSY", "write o2cb": "ok"}
     assert steps["after umount m2"]["refs"] == one
     assert steps["after umount m2"]["hb_ctl_calls"] is None  # the superblock lives on
     # The last umount: the kernel's put_super ran hb_ctl_path = our ocfs2_hb_ctl -K -u UUID.
@@ -133,3 +136,23 @@ def test_hbctl_mount_on_real_ocfs2_and_put_super_runs_our_hb_ctl(artefacts: lane
                    f"ocfs2_hb_ctl {last['hb_ctl_calls'].strip()} and heartbeat stopped "
                    f"(mount {steps['mount m1']['seconds']:.1f} s, last umount "
                    f"{steps['umount m1']['seconds']:.1f} s)")
+
+
+def test_user_stack_files_and_ocfs2_control_on_the_real_kernel(artefacts: lane.Artefacts,
+                                                              workdir: Path) -> None:
+    """dlm + ocfs2_stack_user loaded in the guest: the user-stack script's answers (held
+    against fakecfs in every make test by tests/catalogue/test_userstack_recorded.py)."""
+    from tests.catalogue.userstack_script import USERSTACK_RECORDING
+
+    modules = scenarios.user_stack_modules(artefacts)
+    disk = scenarios.ocfs2_disk(workdir / "vol.img")
+    out = scenarios.run_task(artefacts, workdir, "userstack", disk, args=(str(modules),))
+    got = out["userstack"]
+    assert got["before"]["loaded_cluster_plugins"] == "o2cb\n"
+    if os.environ.get("FAKECFS_KERNEL_RECORD") == "1":
+        USERSTACK_RECORDING.write_text(json.dumps(
+            {"kernel": out["hello"]["uname"], "devices": got["devices"], "steps": got["steps"],
+             "down": got["down"]}, indent=1) + "\n", encoding="utf-8")
+    recorded = load_recording(USERSTACK_RECORDING)
+    assert (got["steps"], got["down"]) == (recorded["steps"], recorded["down"]), \
+        "the kernel's user-stack answers changed; re-record with FAKECFS_KERNEL_RECORD=1"

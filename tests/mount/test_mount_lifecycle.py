@@ -13,6 +13,7 @@ Images are real mkfs.ocfs2 volumes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -27,7 +28,14 @@ import pytest
 
 from fakecfs import daemon
 from tests.compat.ctools import cluster_conf
-from tests.fakecfs_fixtures import FAKECFS, VENV_BIN, read_attr, require_fuse, wait_for
+from tests.fakecfs_fixtures import (
+    FAKECFS,
+    VENV_BIN,
+    read_attr,
+    require_fuse,
+    wait_for,
+    write_attr,
+)
 from tests.ipcns import IpcNamespace, ipc_namespace
 from tests.nodes import Region, configure, mkfs
 
@@ -156,6 +164,12 @@ def test_bind_then_umount_of_the_original_keeps_heartbeat_until_the_bind_goes(
                             "sets": 2}
     assert node.pinned() == "1\n"
     assert node.active_stack() == "o2cb\n"
+    # As the real kernel answers (the lane's mount task): another label is EBUSY while
+    # a volume holds the stack, the running one is taken.
+    with pytest.raises(OSError) as busy:
+        write_attr(node.sysroot / "sys/fs/ocfs2/cluster_stack", "pcmk")
+    assert busy.value.errno == errno.EBUSY
+    write_attr(node.sysroot / "sys/fs/ocfs2/cluster_stack", "o2cb\n")
     node.hbctl("mount", "--bind", "/mnt/a", "/mnt/b")
     assert node.state()["mounts"] == ["/mnt/a", "/mnt/b"]
     assert node.state()["refs"] == 1

@@ -231,8 +231,9 @@ GOOD = MountFacts(local_volume=False, volume_stack="o2cb", heartbeat="local",
 
 
 def test_a_clustered_volume_with_heartbeat_mounts_clustered() -> None:
-    assert check_new_superblock(GOOD) is True
-    assert check_new_superblock(GOOD.__class__(**{**GOOD.__dict__, "volume_stack": None}))
+    assert check_new_superblock(GOOD) == "o2cb"
+    assert check_new_superblock(GOOD.__class__(**{**GOOD.__dict__, "volume_stack": None})) \
+        == "o2cb"
 
 
 @pytest.mark.parametrize(("change", "err"), [
@@ -240,8 +241,8 @@ def test_a_clustered_volume_with_heartbeat_mounts_clustered() -> None:
     ({"this_node": 255}, errno.EINVAL),  # this node has not been configured
     ({"node_heartbeating": False}, errno.EINVAL),  # heartbeat has not been started
     ({"cluster_stack": "pcmk"}, errno.EBUSY),  # a different stack is in use
-    ({"volume_stack": "pcmk"}, errno.ENOENT),  # no such plugin in fakecfs
     ({"local_volume": True}, errno.EINVAL),  # cannot heartbeat on a local volume
+    ({"stack_option": "o2cb"}, errno.EINVAL),  # cluster_stack= on a classic volume
 ])
 def test_refusals(change: dict, err: int) -> None:
     facts = MountFacts(**{**GOOD.__dict__, **change})
@@ -251,7 +252,29 @@ def test_refusals(change: dict, err: int) -> None:
 def test_a_local_mount_volume_mounts_without_heartbeat_and_without_a_cluster() -> None:
     facts = MountFacts(local_volume=True, volume_stack=None, heartbeat="none",
                        cluster_stack="o2cb", this_node=255, node_heartbeating=False)
-    assert check_new_superblock(facts) is False
+    assert check_new_superblock(facts) == ""
+
+
+USER = MountFacts(local_volume=False, volume_stack="pcmk", heartbeat="none",
+                  cluster_stack="pcmk", this_node=255, node_heartbeating=False,
+                  stack_option="pcmk")
+
+
+def test_a_user_stack_volume_mounts_on_the_user_plugin_without_o2cb_heartbeat() -> None:
+    # No o2cb node or heartbeat is needed: membership is the user stack's.
+    assert check_new_superblock(USER) == "user"
+
+
+@pytest.mark.parametrize(("change", "err"), [
+    ({"stack_option": None}, errno.EINVAL),  # mount.ocfs2 always passes cluster_stack=
+    ({"stack_option": "cman"}, errno.EINVAL),  # does not match the filesystem
+    ({"heartbeat": "local"}, errno.EINVAL),  # o2cb heartbeat arguments on a user stack
+    ({"cluster_stack": "o2cb"}, errno.EBUSY),  # a different cluster stack is in use
+    ({"cluster_stack": "cman"}, errno.EBUSY),  # pcmk and cman share the plugin, not the label
+])
+def test_user_stack_refusals(change: dict, err: int) -> None:
+    facts = MountFacts(**{**USER.__dict__, **change})
+    assert errno_of(check_new_superblock, facts) == err
 
 
 # -- the usermode helper (fakecfs.usermode), run for real ---------------------------------------
