@@ -3,6 +3,8 @@
     fakecfs mount [--background] [--hb-interval-ms N] [--strict] MOUNTPOINT
     fakecfs umount MOUNTPOINT
     fakecfs run MOUNTPOINT [--node NAME] [--device IMAGE] -- CMD ...
+    fakecfs cluster up|status|down|bench DIR [--nodes N] ...
+    fakecfs fault MOUNTPOINT freeze|thaw|clear|list|eio|delay|corrupt|foreign|deadms ...
 
 The mount's root is a sysroot (sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb,
 sys/kernel/debug/o2hb, proc/sys/fs/ocfs2/nm/hb_ctl_path): point hbctl at it with
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import daemon
+from . import clustercli, daemon, faultcli
 
 if TYPE_CHECKING:
     from .kernel import KernelOptions
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                    "writes to dev/misc/ocfs2_control too")
     u = sub.add_parser("umount", help="stop heartbeat cleanly and unmount MOUNTPOINT")
     u.add_argument("mountpoint", metavar="MOUNTPOINT")
+    faultcli.add_parser(sub)
+    clustercli.add_parser(sub)
     # Listed for --help only: main() hands `run` and its arguments to fakecfs.run as a whole.
     sub.add_parser("run", add_help=False,
                    help="run CMD with MOUNTPOINT's surfaces at their real paths "
@@ -251,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "mount":
         return _mount(args)
+    if args.command == "fault":
+        return faultcli.main(args)
+    if args.command == "cluster":
+        return clustercli.main(args)
     return _umount(args)
 
 

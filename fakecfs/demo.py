@@ -20,16 +20,14 @@ import threading
 import time
 from pathlib import Path
 
+from fakecfs.cluster import cluster_conf
+
 INTERVAL_MS = 200
 DEAD_THRESHOLD = 10
 NODES = ("node1", "node2", "node3")
 BIN = Path(sys.executable).parent
 
-CLUSTER_CONF = "".join(
-    ["cluster:\n\tnode_count = 3\n\theartbeat_mode = local\n\tname = demo\n\n"]
-    + [f"node:\n\tip_port = 7777\n\tip_address = 127.0.0.{i + 1}\n\tnumber = {i}\n"
-       f"\tname = {name}\n\tcluster = demo\n\n" for i, name in enumerate(NODES)]
-)
+CLUSTER_CONF = cluster_conf("demo", NODES)
 
 
 class Node:

@@ -122,10 +122,16 @@ def bitmap_text(nodes: Iterable[int]) -> str:
 
 @dataclass(frozen=True)
 class LogLine:
-    """A line the kernel would print, with a ``logging`` level (ERROR, NOTICE≈INFO, DEBUG)."""
+    """A line the kernel would print, with a ``logging`` level (ERROR, NOTICE≈INFO, DEBUG).
+
+    ``kind`` names the event the line stands for in fakecfs's event stream (``node_up``,
+    ``bad_crc``, ...; see fakecfs.events); lines without one are only logged.
+    """
 
     level: int
     message: str
+    kind: str = ""
+    node: int | None = None
 
 
 @dataclass
@@ -164,7 +170,8 @@ def check_slot(slot: SlotState, dev_name: str, dead_threshold: int, our_dead_ms:
         # is a transient miss; the other fields may be junk, so they are not taken.
         if not slot.live:
             return SlotChange()
-        logs.append(LogLine(logging.ERROR, f"Node {slot.node} has written a bad crc to {dev_name}"))
+        logs.append(LogLine(logging.ERROR, f"Node {slot.node} has written a bad crc to {dev_name}",
+                            "bad_crc", slot.node))
         slot.equal_samples = (slot.equal_samples + 1) & _U16
     else:
         if slot.last_time != blk.seq:
@@ -189,15 +196,18 @@ def check_slot(slot: SlotState, dev_name: str, dead_threshold: int, our_dead_ms:
     if not slot.live and slot.changed_samples >= LIVE_THRESHOLD:
         slot.live = True
         slot.equal_samples = 0
-        logs.append(LogLine(logging.DEBUG, f"Node {slot.node} joined my region"))
+        logs.append(LogLine(logging.DEBUG, f"Node {slot.node} (id 0x{slot.last_generation:x}) "
+                            "joined my region", "node_up", slot.node))
         if blk.dead_ms and blk.dead_ms != our_dead_ms:
             logs.append(
                 LogLine(
-                    logging.INFO,
-                    f"o2hb: Node {slot.node} on device {dev_name} has a dead count of "
+                    logging.ERROR,
+                    f"Node {slot.node} on device {dev_name} has a dead count of "
                     f"{blk.dead_ms} ms, but our count is {our_dead_ms} ms.\n"
                     "Please double check your configuration values for "
                     "'O2CB_HEARTBEAT_THRESHOLD'",
+                    "dead_ms_mismatch",
+                    slot.node,
                 )
             )
         return SlotChange(up=True, logs=tuple(logs))
@@ -205,7 +215,8 @@ def check_slot(slot: SlotState, dev_name: str, dead_threshold: int, our_dead_ms:
         return SlotChange(logs=tuple(logs))
     if slot.equal_samples >= dead_threshold or gen_changed:
         slot.live = False
-        logs.append(LogLine(logging.DEBUG, f"Node {slot.node} left my region"))
+        logs.append(LogLine(logging.DEBUG, f"Node {slot.node} left my region", "node_down",
+                            slot.node))
         # A restarted node is still writing, so its progress toward live is kept.
         if not gen_changed:
             slot.changed_samples = 0
@@ -294,6 +305,9 @@ class RegionMachine:
         # peers compare it with their own, so it stays in kernel units even when the emulation
         # runs a shorter period (a kernel peer would otherwise log a mismatch warning).
         self.dead_ms = dead_threshold * REGION_TIMEOUT_MS
+        # What we write as hb_dead_ms when it must differ from ours (a misconfigured node,
+        # fakecfs's "deadms" fault); None writes dead_ms.
+        self.wire_dead_ms: int | None = None
         live_threshold = LIVE_THRESHOLD << 1 if first_global_region else LIVE_THRESHOLD
         self.steady_iterations = live_threshold + 1
         self.unsteady_iterations = 3 * self.steady_iterations
@@ -378,7 +392,8 @@ class RegionMachine:
             pending.logs.append(mismatch)
 
         seq = seq or 1
-        block = encode_block(self.block_bytes, seq, self.node_num, self.generation, self.dead_ms)
+        wire_dead_ms = self.dead_ms if self.wire_dead_ms is None else self.wire_dead_ms
+        block = encode_block(self.block_bytes, seq, self.node_num, self.generation, wire_dead_ms)
         self.last_seq = seq
         # The kernel prepares the block in our slot's read buffer, so checking our own slot
         # below sees what we are writing: that is how we become live in our own region.
@@ -428,6 +443,8 @@ class RegionMachine:
             logging.ERROR,
             f"{what} ({self.dev_name}): expected({slot.node}:0x{slot.last_generation:x}, "
             f"0x{slot.last_time:x}), ondisk({blk.node}:0x{blk.generation:x}, 0x{blk.seq:x})",
+            "slot_conflict",
+            blk.node,
         )
 
     def end_iteration(self, write_ok: bool, now_ms: int, write_errno: int = EIO) -> IterationResult:
@@ -439,7 +456,8 @@ class RegionMachine:
         status = 0
         if not write_ok:
             pending.logs.append(
-                LogLine(logging.ERROR, f'Write error {-write_errno} on device "{self.dev_name}"')
+                LogLine(logging.ERROR, f'Write error {-write_errno} on device "{self.dev_name}"',
+                        "io_error")
             )
             status = -write_errno
         elif pending.own_slot_ok:
@@ -457,18 +475,20 @@ class RegionMachine:
             pending.logs,
         )
 
-    def fail_iteration(self, status: int = -EIO, reason: str | None = None) -> IterationResult:
+    def fail_iteration(
+        self, status: int = -EIO, reason: str | None = None, kind: str = "io_error"
+    ) -> IterationResult:
         """An iteration that ended before the write: read error, or no configured nodes.
 
         Nothing is re-armed; a start still counts down toward "Unable to stabilize".
         """
         if self._pending is not None:
             raise RuntimeError("fail_iteration() during an iteration")
-        logs = [LogLine(logging.ERROR, reason)] if reason else []
+        logs = [LogLine(logging.ERROR, reason, kind)] if reason else []
         return self._bail(status, False, False, [], [], logs)
 
     def no_configured_nodes(self) -> IterationResult:
-        return self.fail_iteration(-EINVAL, "o2hb: No configured nodes found!")
+        return self.fail_iteration(-EINVAL, "o2hb: No configured nodes found!", "no_nodes")
 
     def _bail(
         self,
@@ -534,11 +554,12 @@ class RegionMachine:
         deadline = self.write_deadline_ms
         return deadline is not None and now_ms >= deadline
 
-    def write_timeout_message(self) -> str:
-        return (
-            f"Heartbeat write timeout to device {self.dev_name} after "
-            f"{self.write_timeout_ms} milliseconds"
-        )
+    def write_timeout_message(self, now_ms: int | None = None) -> str:
+        """The kernel's line: the time since the last good write (the timeout if unknown)."""
+        elapsed = self.write_timeout_ms
+        if now_ms is not None and self.write_timeout_armed_at is not None:
+            elapsed = now_ms - self.write_timeout_armed_at
+        return f"Heartbeat write timeout to device {self.dev_name} after {elapsed} milliseconds"
 
     def elapsed_ms(self, now_ms: int) -> int:
         """debugfs elapsed_time_in_ms: since the last good write, 0 if there was none."""

@@ -11,6 +11,11 @@ run never blocks on the disk. Buffers are page-aligned (mmap) and I/O goes throu
 buffered one (which gets ``fdatasync`` after every write, like the kernel's REQ_SYNC).
 Interval timing uses ``trio.current_time()`` (so ``trio.testing.MockClock`` drives it);
 ``hb_seq`` uses wall-clock seconds, as the kernel does.
+
+Injected faults (fakecfs.faults) act here, on the I/O: a freeze holds the loop and the
+watchdog; EIO and delays wrap each read and write; a corrupt write inverts the CRC; a
+foreign writer's block lands in our slot right after ours. The machine then reacts as
+the kernel does.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from collections.abc import Callable
 
 import trio
 
+from fakecfs.events import Emit
+from fakecfs.faults import NO_FAULTS, RegionFaults, corrupt_block, foreign_node_for
 from fakecfs.hbdisk import (
     EMULATED_MIN_WRITE_TIMEOUT_MS,
     MAX_NODES,
     IterationResult,
     RegionMachine,
+    encode_block,
 )
 
 _log = logging.getLogger(__name__)
@@ -132,6 +140,10 @@ class HeartbeatRunner:
         region_name: str = "",
         first_global_region: bool = False,
         min_write_timeout_ms: int = EMULATED_MIN_WRITE_TIMEOUT_MS,
+        faults: Callable[[], RegionFaults] | None = None,
+        emit: Emit | None = None,
+        on_write_timeout: Callable[[str], bool] | None = None,
+        on_good_write: Callable[[], None] | None = None,
     ) -> None:
         if not 0 <= node_num < min(blocks, MAX_NODES):
             raise ValueError(f"node {node_num} has no slot in a region of {blocks} blocks")
@@ -147,6 +159,12 @@ class HeartbeatRunner:
         self.configured_nodes = configured_nodes
         self.on_fence = on_fence
         self.log = log or _log
+        self.region_name = region_name
+        self.faults = faults or (lambda: NO_FAULTS)
+        self._emit = emit
+        # Decides whether a write timeout fences (global mode's quorum); default: always.
+        self.on_write_timeout = on_write_timeout
+        self.on_good_write = on_good_write
         self.machine = RegionMachine(
             node_num,
             blocks,
@@ -169,6 +187,12 @@ class HeartbeatRunner:
         self._armed = trio.Event()
         self._stopping = False
         self._started = False
+        self._frozen = False
+        self._thawed = trio.Event()
+        self._thawed.set()
+        self._rearmed = trio.Event()  # replaced after every re-arm of the write timeout
+        self._beat_scope: trio.CancelScope | None = None
+        self._foreign_generation = new_generation()
 
     # -- what the emulated kernel shows --
 
@@ -192,6 +216,40 @@ class HeartbeatRunner:
         await self._settled.wait()
         return self.steady.is_set()
 
+    def emit(self, kind: str, message: str, level: int = logging.INFO, **fields: object) -> None:
+        if self._emit is not None:
+            self._emit(kind, message, level, region=self.region_name, dev=self.dev_name,
+                       **fields)
+
+    # -- faults and fencing (called by the kernel) --
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """A hung machine: no new heartbeat I/O and no timers until thaw()."""
+        if not self._frozen:
+            self._frozen = True
+            self._thawed = trio.Event()
+
+    def thaw(self) -> None:
+        """Resume; the watchdog looks first, so a stall past the write timeout fences."""
+        self._frozen = False
+        self._thawed.set()
+
+    def halt(self, reason: str) -> None:
+        """Fencing (o2hb_stop_all_regions): stop now, with no generation-0 block."""
+        if self.finished.is_set():
+            return
+        self.fenced = True
+        self.failed = self.failed or reason
+        self._stopping = True
+        self._wake.set()
+        self._thawed.set()
+        if self._beat_scope is not None:
+            self._beat_scope.cancel()
+
     # -- running --
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -209,18 +267,24 @@ class HeartbeatRunner:
         try:
             io = _SlotIO(fd, self.start_block, self.block_bytes, self.blocks, self.node_num)
             try:
-                baseline = await trio.to_thread.run_sync(io.read_slots, 0, self.blocks - 1)
+                baseline = await self._io("read", self.faults(), io.read_slots, 0,
+                                          self.blocks - 1)
             except OSError as exc:
                 self.failed = f"baseline read of {self.dev_name} failed: {exc}"
                 self.log.error("o2hb: %s", self.failed)
                 raise HeartbeatStartError(errno.EIO, self.failed) from exc
+            assert isinstance(baseline, dict)
             self.machine.populate(baseline)
             task_status.started()
             async with trio.open_nursery() as nursery:
+                self._beat_scope = nursery.cancel_scope
+                if self.fenced:  # halted before it began beating
+                    nursery.cancel_scope.cancel()
                 nursery.start_soon(self._watchdog, nursery.cancel_scope)
                 await self._beat(io)
                 nursery.cancel_scope.cancel()
-            if not self.fenced and not self.machine.aborted:
+            # A frozen node's I/O is stuck: a stop while frozen leaves no clean block.
+            if not self.fenced and not self.machine.aborted and not self._frozen:
                 await self._leave_cleanly(io)
         finally:
             if io is not None:
@@ -233,18 +297,30 @@ class HeartbeatRunner:
         """Stop at once (no waiting out the period), after the I/O in flight finishes."""
         self._stopping = True
         self._wake.set()
+        self._thawed.set()  # a stop ends a freeze's wait (without the final write)
         if self._started:
             await self.finished.wait()
 
     async def _beat(self, io: _SlotIO) -> None:
         while not self._stopping:
+            await self._thawed.wait()
+            if self._stopping:
+                break
             began = trio.current_time()
+            armed_before = self.machine.write_timeout_armed_at
             result = await self._iterate(io)
             self.last_result = result
             for line in result.logs:
                 self.log.log(line.level, "%s", line.message)
+                if line.kind:
+                    self.emit(line.kind, line.message, line.level, node=line.node)
             if self.machine.write_deadline_ms is not None:
                 self._armed.set()
+            if self.machine.write_timeout_armed_at != armed_before:
+                self._rearmed.set()
+                self._rearmed = trio.Event()
+                if self.on_good_write is not None:
+                    self.on_good_write()
             if result.became_steady:
                 self.steady.set()
                 self._settled.set()
@@ -256,22 +332,46 @@ class HeartbeatRunner:
                 with trio.move_on_after(rest):
                     await self._wake.wait()
 
+    async def _io(self, op: str, faults: RegionFaults, fn: Callable[..., object],
+                  *args: object) -> object:
+        """One read or write, through the faults: a delay, then EIO or the real I/O."""
+        delay = faults.delay_ms(op)
+        if delay:
+            # A slow disk; a stop does not wait it out (rmdir would take as long).
+            with trio.move_on_after(delay / 1000):
+                await self._wake.wait()
+        if faults.eio(op):
+            raise OSError(errno.EIO, f"injected {op} error")
+        await self._thawed.wait()  # a freeze holds the I/O that was about to start
+        return await trio.to_thread.run_sync(fn, *args)
+
     async def _iterate(self, io: _SlotIO) -> IterationResult:
         machine = self.machine
+        faults = self.faults()
         configured = set(self.configured_nodes())
         span = machine.read_range(configured)
         if span is None:
             return machine.no_configured_nodes()
         try:
-            raw = await trio.to_thread.run_sync(io.read_slots, *span)
+            raw = await self._io("read", faults, io.read_slots, *span)
         except OSError as exc:
             code = exc.errno or errno.EIO
-            return machine.fail_iteration(
-                -code, f'o2hb: read error {-code} on device "{self.dev_name}": {exc}'
-            )
+            # The kernel's lines: the bio's "IO Error 10" (BLK_STS_IOERR), then mlog_errno's.
+            self.log.error("status = %d (reading %s)", -code, self.dev_name)
+            return machine.fail_iteration(-code, "IO Error 10" if code == errno.EIO
+                                          else f"status = {-code}")
+        assert isinstance(raw, dict)
+        machine.wire_dead_ms = faults.dead_ms
         block = machine.begin_iteration(raw, configured, machine.next_seq(int(time.time())))
         try:
-            await trio.to_thread.run_sync(io.write_own, block)
+            await self._io("write", faults, io.write_own,
+                           corrupt_block(block) if faults.corrupt else block)
+            if faults.foreign:
+                # The other writer lands after us, so our next read finds its block.
+                node = foreign_node_for(self.node_num, self.blocks, faults.foreign_node)
+                other = encode_block(self.block_bytes, machine.last_seq + 1, node,
+                                     self._foreign_generation, machine.dead_ms)
+                await trio.to_thread.run_sync(io.write_own, other)
         except OSError as exc:
             return machine.end_iteration(False, _now_ms(), exc.errno or errno.EIO)
         return machine.end_iteration(True, _now_ms())
@@ -288,18 +388,33 @@ class HeartbeatRunner:
             self.log.error('o2hb: final write to device "%s" failed: %s', self.dev_name, exc)
 
     async def _watchdog(self, beat_scope: trio.CancelScope) -> None:
-        """The write timeout: fence when no good write happened for the whole timeout."""
+        """The write timeout: fire when no good write happened for the whole timeout.
+
+        A freeze stops this timer with everything else; on thaw it looks before the loop
+        does any I/O, so a stall past the deadline fires at once, as after a paused VM.
+        When the kernel decides not to fence (global mode, quorum), the timer stays unarmed
+        until the next good write, as the kernel's delayed work does.
+        """
+        fired_for: int | None = None
         while True:
+            armed_at = self.machine.write_timeout_armed_at
             deadline = self.machine.write_deadline_ms
-            if deadline is None:
+            if deadline is None or armed_at == fired_for:
                 # Not polling while unarmed keeps a MockClock from jumping during I/O.
-                await self._armed.wait()
+                await (self._armed if deadline is None else self._rearmed).wait()
                 continue
             await trio.sleep_until(deadline / 1000)
-            if self.machine.write_timeout_expired(_now_ms()):
+            while self._frozen:
+                await self._thawed.wait()
+            now = _now_ms()
+            if not self.machine.write_timeout_expired(now):
+                continue
+            fired_for = armed_at
+            reason = self.machine.write_timeout_message(now)
+            self.log.error("%s", reason)
+            self.emit("write_timeout", reason, logging.ERROR)
+            if self.on_write_timeout is None or self.on_write_timeout(reason):
                 break
-        reason = self.machine.write_timeout_message()
-        self.log.error("%s", reason)
         self.fenced = True
         self.failed = reason
         # Like hr_unclean_stop: stop beating and never write the generation-0 block, so peers
@@ -307,7 +422,7 @@ class HeartbeatRunner:
         beat_scope.cancel()
         if self.on_fence is not None:
             self.on_fence(reason)
-        else:
+        elif self.on_write_timeout is None:
             self.log.critical(
                 "*** ocfs2 is very sorry to be fencing this system by restarting *** "
                 "(emulated: heartbeat on %s stopped without a clean leave)",

@@ -23,11 +23,14 @@ from hbctl.devices import sector_size_fd
 
 from .dlmfs import CAPABILITIES, DlmfsRoot
 from .dlmlocks import ClusterLocks, DlmfsShell
-from .heartbeat import HeartbeatRunner
+from .events import EventLog, EventsFile
+from .faults import FaultCommand, FaultError, FaultSet, FaultsFile, Phase
+from .heartbeat import HeartbeatRunner, HeartbeatStartError
 from .kmod import ModuleTable
 from .misc import ControlDevice, DlmControlDevice, proc_misc_text
 from .o2hb import O2hbGlobals, Region, StartHeartbeat, StopHeartbeat
 from .o2nm import ClusterSubsystem, LocalNodeLost, Node
+from .quorum import GlobalQuorum
 from .stack_user import RESTART_MESSAGE, EmergencyRestart, NodeDown, UserStack
 from .sysfiles import HbCtlPath, StackGlue, ValueFile, bitmap_text, debug_file
 from .tree import ROOT_INO, DirEntry, Entry, FileEntry, FileHandle, KernelError, StaticDir
@@ -101,6 +104,12 @@ class Kernel:
         self.inodes: dict[int, Entry] = {ROOT_INO: self.root}
         self._nursery: trio.Nursery | None = None
         self._running: dict[Region, _Running] = {}
+        self._starting: set[Region] = set()
+        self._stopping: set[Region] = set()
+        self.events = EventLog()
+        self.faults = FaultSet()
+        self.quorum = GlobalQuorum()
+        self.fenced = False
         self._build()
         self.dlm = DlmfsShell(ClusterLocks(self.options.dlm_dir or _default_dlm_dir()),
                               _writer_signalled)
@@ -112,6 +121,8 @@ class Kernel:
         control.add(ValueFile("modules", self.modules.proc_modules, self._modprobe))
         control.add(ValueFile("filesystems", self.modules.filesystems))
         control.add(ValueFile("fsmounts", self.modules.render_fs_mounts, self._fs_mount))
+        control.add(EventsFile(self.events))  # fakecfs/events: the kernel log as JSON lines
+        control.add(FaultsFile(self.faults))  # fakecfs/faults: injected faults
         self.root.subdir("fakecfs").add(
             ValueFile("stack_user", self._stack_user_status, mode=0o444))
         if self.options.cluster_stack != "o2cb":
@@ -136,8 +147,10 @@ class Kernel:
         for name, show in (
             ("livenodes", self._global_livenodes),
             ("live_regions", lambda: self._region_bitmap(lambda r: r.steady)),
-            ("quorum_regions", lambda: self._region_bitmap(lambda r: False)),
-            ("failed_regions", lambda: self._region_bitmap(lambda r: False)),
+            ("quorum_regions",
+             lambda: self._region_bitmap(lambda r: r.region_num in self.quorum.quorum)),
+            ("failed_regions",
+             lambda: self._region_bitmap(lambda r: r.region_num in self.quorum.failed)),
         ):
             self.debug_o2hb.add(debug_file(name, show))
         proc = self.root.subdir("proc")
@@ -185,6 +198,8 @@ class Kernel:
         # ocfs2_do_node_down: the volume starts recovery of that node's journal.
         log.warning("ocfs2: volume %s: node %d is down, recovering it", down.uuid, down.node)
         self.node_downs.append(down)
+        self.emit("node_down", f"ocfs2_control: DOWN of node {down.node} on {down.uuid}",
+                  region=down.uuid, node=down.node)
 
     def _restart(self, restart: EmergencyRestart) -> None:
         log.critical(RESTART_MESSAGE)
@@ -192,6 +207,7 @@ class Kernel:
                      "are gone without put_super", " ".join(restart.live))
         self.crashed = "emergency restart: ocfs2_control released with live mounts"
         self.mounts.crash()
+        self.emit("fenced", RESTART_MESSAGE, logging.ERROR, reason=self.crashed)
 
     def _stack_user_status(self) -> str:
         downs = " ".join(f"{d.uuid}:{d.node}" for d in self.node_downs) or "-"
@@ -255,10 +271,7 @@ class Kernel:
     # -- debugfs views ----------------------------------------------------------------
 
     def _global_livenodes(self) -> str:
-        live: set[int] = set()
-        for running in self._running.values():
-            live.update(running.runner.live_nodes)
-        return bitmap_text(sorted(live))
+        return bitmap_text(sorted(self._global_live()))
 
     def _region_bitmap(self, pred: Callable[[Region], bool]) -> str:
         if not self.hb.global_mode:
@@ -308,9 +321,14 @@ class Kernel:
     async def _rmdir(self, parent: DirEntry, name: str) -> None:
         effect = parent.rmdir(name)
         if isinstance(effect, StopHeartbeat):
-            await self._stop_region(effect.region)
-            effect.region.group.release(effect.region)
-            self.debug_o2hb.remove(effect.region.name)
+            region = effect.region
+            await self._stop_region(region)
+            region.group.release(region)
+            self.debug_o2hb.remove(region.name)
+            self.quorum.region_gone(region.region_num)
+            for fault in self.faults.forget_region(region.name):
+                self.emit("fault_cleared", f"fault cleared: {fault.command()} (region removed)",
+                          region=region.name, fault=fault.command())
 
     async def write(self, entry: FileEntry, data: bytes, pid: int) -> int:
         """One write(2) = one store; effects (a ``dev`` start) are carried out here."""
@@ -336,6 +354,8 @@ class Kernel:
             return len(data[:4095])
         if isinstance(result, MountCommand):
             return await self.mounts.execute(result, pid)
+        if isinstance(result, FaultCommand):
+            return self._apply_fault(result)
         raise AssertionError(f"unknown effect {result!r}")
 
     def _trace(self, op: str, parent: DirEntry, name: str, value: str | None,
@@ -363,6 +383,79 @@ class Kernel:
         for region in list(self._running):
             await self._stop_region(region)
         self.dlm.shutdown()  # gives every dlmfs lock back to the other nodes
+
+    # -- events and faults ------------------------------------------------------------
+
+    def emit(self, kind: str, message: str, level: int = logging.INFO, **fields: object) -> None:
+        """Append to fakecfs/events (CLOCK_MONOTONIC time)."""
+        self.events.append(time.monotonic(), kind, message, level, **fields)
+
+    def _phase(self, region: Region) -> Phase:
+        if region in self._stopping:
+            return Phase.STOPPING
+        if region in self._starting:
+            return Phase.STARTING
+        return Phase.RUNNING if region in self._running else Phase.IDLE
+
+    def _apply_fault(self, effect: FaultCommand) -> int:
+        phases = {r.name: self._phase(r) for r in self.hb.regions}
+        try:
+            added, cleared = self.faults.apply(effect.command, phases)
+        except FaultError as exc:
+            log.warning("fault refused: %s", exc.message)
+            raise KernelError(exc.errno, exc.message) from exc
+        for fault in cleared:
+            self.emit("fault_cleared", f"fault cleared: {fault.command()}",
+                      region=fault.region, fault=fault.command())
+        for fault in added:
+            self.emit("fault_set", f"fault set: {fault.command()}", logging.WARNING,
+                      region=fault.region, fault=fault.command())
+        for fault in added + cleared:
+            log.warning("fault %s: %s", "set" if fault in added else "cleared",
+                        fault.command())
+        for running in self._running.values():
+            if self.faults.frozen:
+                running.runner.freeze()
+            else:
+                running.runner.thaw()
+        return effect.count
+
+    def _write_timeout(self, region: Region, reason: str) -> bool:
+        """o2hb_write_timeout: fence (every region, uncleanly) unless global quorum holds."""
+        if self.hb.global_mode and not self.quorum.write_timeout(region.region_num):
+            log.warning("Number of regions %d, failed regions %d: not fencing",
+                        len(self.quorum.quorum), len(self.quorum.failed))
+            return False
+        self._fence(reason)
+        return True
+
+    def _fence(self, reason: str) -> None:
+        """o2quo_fence_self: heartbeat stops everywhere without generation-0 blocks."""
+        self.fenced = True
+        message = "*** ocfs2 is very sorry to be fencing this system by restarting ***"
+        log.critical("%s (emulated: heartbeat stopped, nothing killed; %s)", message, reason)
+        self.emit("fenced", message, logging.ERROR, reason=reason)  # KERN_ERR, as printed
+        for running in list(self._running.values()):
+            running.runner.halt(reason)
+        if self.options.fence is not None:
+            self.options.fence(reason)
+
+    def _good_write(self, region: Region) -> None:
+        """o2hb_set_quorum_device after a good write (global mode only)."""
+        running = self._running.get(region)
+        if not self.hb.global_mode or running is None:
+            return
+        runner = running.runner
+        if self.quorum.good_write(region.region_num, runner.machine.steady, runner.live_nodes,
+                                  self._global_live()):
+            self.emit("quorum_region", f"o2hb: Region {region.name} ({runner.dev_name}) is now "
+                      "a quorum device", region=region.name, dev=runner.dev_name)
+
+    def _global_live(self) -> set[int]:
+        live: set[int] = set()
+        for running in self._running.values():
+            live.update(running.runner.live_nodes)
+        return live
 
     # -- heartbeat start/stop ---------------------------------------------------------
 
@@ -414,12 +507,17 @@ class Kernel:
             dead_threshold=self.hb.dead_threshold,
             interval_ms=self.options.hb_interval_ms,
             configured_nodes=cluster.configured_nodes,
-            on_fence=lambda reason: self._fenced(region, reason),
             log=logging.getLogger(f"fakecfs.o2hb.{region.name}"),
             region_name=region.name,
             # The first global region needs twice the live threshold to become steady.
             first_global_region=self.hb.global_mode and not self._running,
+            faults=lambda: self.faults.for_region(region.name),
+            emit=self.emit,
+            on_write_timeout=lambda reason: self._write_timeout(region, reason),
+            on_good_write=lambda: self._good_write(region),
         )
+        if self.faults.frozen:
+            runner.freeze()  # a hung machine's start hangs until thaw
         running = _Running(runner, fd=dev_fd)
         self._running[region] = running
         region.runner = runner
@@ -427,23 +525,35 @@ class Kernel:
         if local is not None:
             local.pinned += 1  # o2nm_depend_this_node, for as long as the thread runs
         self._nursery.start_soon(self._region_task, region, running, local)
-        first = await _first_of(runner.steady.wait, running.done.wait,
-                                functools.partial(_writer_signalled, pid))
-        if first == 2:
-            # A signal reached the blocked writer (SIGKILL, or any it does not block): the
-            # kernel's wait_event_interruptible ends, the start is aborted (EIO).
-            log.warning("dev writer %d signalled; aborting start of region %s", pid, region.name)
-            await self._stop_region(region)
+        self._starting.add(region)
+        try:
+            first = await _first_of(runner.steady.wait, running.done.wait,
+                                    functools.partial(_writer_signalled, pid))
+            if first == 2:
+                # A signal reached the blocked writer (SIGKILL, or any it does not block): the
+                # kernel's wait_event_interruptible ends, the start is aborted (EIO).
+                log.warning("dev writer %d signalled; aborting start of region %s", pid,
+                            region.name)
+                runner.failed = runner.failed or "start aborted: the dev writer was signalled"
+                await self._stop_region(region)
+        finally:
+            self._starting.discard(region)
         if runner.steady.is_set() and not running.done.is_set():
             region.start_done(os.getpid())
             log.info("heartbeat started on region %s (%s)", region.name, name)
+            self.emit("region_started", f"o2hb: Heartbeat started on region {region.name} "
+                      f"({name})", region=region.name, dev=name)
             return start.count
         region.start_failed()
-        raise KernelError(errno.EIO, runner.failed or "heartbeat start aborted")
+        reason = runner.failed or "heartbeat start aborted"
+        self.emit("region_aborted", reason, logging.ERROR, region=region.name, dev=name)
+        raise KernelError(errno.EIO, reason)
 
     async def _region_task(self, region: Region, running: _Running, local: Node | None) -> None:
         try:
             await running.runner.run()
+        except HeartbeatStartError as exc:
+            log.error("heartbeat on region %s did not start: %s", region.name, exc)
         except Exception:
             log.exception("heartbeat on region %s failed", region.name)
         finally:
@@ -460,13 +570,16 @@ class Kernel:
         running = self._running.get(region)
         if running is None:
             return
-        await running.runner.stop()
-        await running.done.wait()
-
-    def _fenced(self, region: Region, reason: str) -> None:
-        if self.options.fence is not None:
-            self.options.fence(reason)
-        log.critical("region %s fenced: %s", region.name, reason)
+        self._stopping.add(region)
+        try:
+            await running.runner.stop()
+            await running.done.wait()
+        finally:
+            self._stopping.discard(region)
+        runner = running.runner
+        if runner.steady.is_set() and not runner.fenced:
+            self.emit("region_stopped", f"o2hb: Heartbeat stopped on region {region.name} "
+                      f"({runner.dev_name})", region=region.name, dev=runner.dev_name)
 
 
 async def _first_of(*waits: Callable[[], Awaitable[object]]) -> int:

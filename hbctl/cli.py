@@ -8,6 +8,7 @@ fakecfs mount), or to the real host when neither is given. Human output is a tab
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -129,6 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     um = sub.add_parser("umount", help="unmount DIR (the last mount of a device stops "
                         "heartbeat through the kernel's ocfs2_hb_ctl -K)")
     um.add_argument("dir", metavar="DIR")
+
+    ev = sub.add_parser("events", help="the kernel's heartbeat events (fakecfs: "
+                        "fakecfs/events; a host: /dev/kmsg)",
+                        description="Print the cluster stack's kernel events: nodes up and "
+                        "down, regions started, aborted and stopped, write timeouts, fencing, "
+                        "bad CRCs, slot conflicts, I/O errors, faults injected. On a fakecfs "
+                        "sysroot they come from SYSROOT/fakecfs/events; on a real host from "
+                        "the o2hb/o2net/ocfs2 lines of /dev/kmsg (root), in the same shape.")
+    ev.add_argument("--follow", "-f", action="store_true",
+                    help="keep printing new events until interrupted")
+    ev.add_argument("--json", action="store_true",
+                    help="one JSON object per line (seq, t, kind, level, message, region, "
+                    "node, dev)")
+    ev.add_argument("--kind", action="append", metavar="KIND",
+                    help="only events of this kind (repeatable), e.g. node_down, fenced")
 
     lp = sub.add_parser("loop", help="attach or detach loop devices (root)")
     lsub = lp.add_subparsers(dest="loop_command", required=True, metavar="ACTION")
@@ -495,10 +511,37 @@ def cmd_doctor(args: argparse.Namespace, sysroot: Sysroot) -> int:
     return 0 if not left else 1
 
 
+def cmd_events(args: argparse.Namespace, sysroot: Sysroot) -> None:
+    from .events import KMSG, format_event, read_fakecfs, read_kmsg
+
+    if sysroot.emulated:
+        if not os.path.exists(sysroot.path("fakecfs/events")):
+            raise CliError(f"{sysroot.root}: no fakecfs/events (not a fakecfs mount, or an "
+                           "older fakecfs)")
+        stream = read_fakecfs(sysroot.root, args.follow)
+    else:
+        try:
+            stream = read_kmsg(args.follow)
+            first = next(stream, None)
+        except PermissionError as e:
+            raise CliError(f"{KMSG}: {e.strerror} (reading the kernel log needs root)") from e
+        # The first read is the one that can fail; the rest of the stream follows it.
+        stream = itertools.chain([first] if first is not None else [], stream)
+    try:
+        for event in stream:
+            if args.kind and event.get("kind") not in args.kind:
+                continue
+            print(json.dumps(event) if args.json else format_event(event), flush=True)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        sys.stderr.close()
+
+
 COMMANDS = {
     "start": cmd_start, "stop": cmd_stop, "refs": cmd_refs, "status": cmd_status,
     "info": cmd_info, "devices": cmd_devices, "cluster": cmd_cluster, "loop": cmd_loop,
-    "mount": cmd_mount, "umount": cmd_umount, "doctor": cmd_doctor,
+    "mount": cmd_mount, "umount": cmd_umount, "doctor": cmd_doctor, "events": cmd_events,
 }
 
 

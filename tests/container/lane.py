@@ -7,7 +7,9 @@ runs three nodes (compose when the ``docker compose`` plugin exists, else ``dock
 hostnames node1..3, ``--network none``, one mkfs.ocfs2 image in a shared bind-mounted folder)
 and checks: every node sees every node live; ``docker kill`` of one is declared dead by the
 others after about dead_threshold intervals; ``docker stop`` of one is dropped at once (clean
-leave, generation 0 on disk); the killed node started again comes back live; each node's
+leave, generation 0 on disk); the killed node started again comes back live; ``docker pause``
+of it (a real freeze) is declared dead too, and on ``docker unpause`` it fences (its write
+timeout passed while frozen); each node's
 regions and refs are right, through hbctl and the C ocfs2_hb_ctl; the image outside the
 heartbeat area is byte-identical before and after; each privilege profile runs a node, and
 missing flags give errors that name them. It prints how long each node took to see the
@@ -75,15 +77,6 @@ while True:
 """
 
 
-# Exit 0 once the entrypoint's ready file exists and was written by a run started at or
-# after argv[1] (wall clock; the containers share the host's clock).
-FRESH_READY = r"""
-import json, sys
-with open("/run/fakecfs-node/ready") as f:
-    sys.exit(json.load(f)["started"] < float(sys.argv[1]))
-"""
-
-
 class LaneFailure(AssertionError):
     pass
 
@@ -142,15 +135,15 @@ class Watch:
         self.events: list[tuple[float, frozenset[int] | None]] = []
         self.ready: dict[str, float] = {}  # the entrypoint's step times (wall clock)
         self.cond = threading.Condition()
-        # Only once the node is up is there a namespace for node-exec to enter. A container
-        # started again still holds the last run's ready file (and userns pid) until its
-        # entrypoint removes them: wait for a ready file written by a run started after
-        # ``since``, or node-exec may enter nothing and the watch read nothing forever.
+        # Only once the node is up is there a namespace for node-exec to enter. A restarted
+        # container still has its last run's ready file until the entrypoint removes it, so
+        # a ready file older than ``since`` (the start, wall clock) does not count.
         self.proc = subprocess.Popen(
             [eng.docker, "exec", container, "sh", "-c",
-             'until /opt/fakecfs/bin/python -c "$2" "$3" 2>/dev/null; do sleep 0.05; done; '
+             "R=/run/fakecfs-node/ready; "
+             'while [ ! -e $R ] || [ "$(stat -c %Y $R)" -lt "$2" ]; do sleep 0.02; done; '
              'exec node-exec /opt/fakecfs/bin/python -u -c "$0" "$1"', WATCH, uuid,
-             FRESH_READY, repr(since)],
+             str(int(since))],
             env=eng.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -286,6 +279,7 @@ class Timings:
     kill_noticed: dict[str, float] = field(default_factory=dict)
     stop_noticed: dict[str, float] = field(default_factory=dict)
     back: dict[str, float] = field(default_factory=dict)  # restart -> seen live again
+    pause_noticed: dict[str, float] = field(default_factory=dict)  # docker pause -> dead
     phases: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
@@ -295,10 +289,10 @@ class Timings:
             f"{DEAD_THRESHOLD - 1}-{DEAD_THRESHOLD} intervals "
             f"({(DEAD_THRESHOLD - 1) * i:.1f}-{DEAD_THRESHOLD * i:.1f} s) after the last write",
             "up: docker run -> node ready; hb start: `hbctl start` (returns once steady); "
-            "sees all: docker run -> it sees all three live; noticed: from docker kill/stop; "
+            "sees all: docker run -> it sees all three live; noticed: from docker kill/stop/pause; "
             "restart seen: docker start -> seen live (by node1, by itself)",
             f"{'node':6} {'up':>8} {'hb start':>9} {'sees all':>9} {'kill noticed':>18} "
-            f"{'stop noticed':>18} {'restart seen':>13}",
+            f"{'stop noticed':>18} {'restart seen':>13} {'pause noticed':>18}",
         ]
         for n in NODES:
             def cell(d: dict[str, float], n: str = n, iv: bool = False) -> str:
@@ -307,7 +301,8 @@ class Timings:
                 return f"{d[n]:.2f} s" + (f" ({d[n] / i:.1f} iv)" if iv else "")
             lines.append(f"{n:6} {cell(self.up):>8} {cell(self.hb_start):>9} "
                          f"{cell(self.sees_all):>9} {cell(self.kill_noticed, iv=True):>18} "
-                         f"{cell(self.stop_noticed, iv=True):>18} {cell(self.back):>13}")
+                         f"{cell(self.stop_noticed, iv=True):>18} {cell(self.back):>13} "
+                         f"{cell(self.pause_noticed, iv=True):>18}")
         lines.append("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items()))
         return "\n".join(lines)
 
@@ -439,14 +434,50 @@ def scenario(eng: Engine, cluster: Cluster, volume: Volume, t: Timings) -> None:
             check_status(cluster, n, volume.uuid, {keeper, victim})
         log(f"docker start {victim}: live again")
 
+        # docker pause: a real freeze (the cgroup freezer stops every process of the node).
+        # The keeper declares it dead on the kernel's schedule; on unpause its write timeout
+        # (dead_threshold - 1 intervals since its last good write, passed by then) fires
+        # before any I/O and it fences: heartbeat stops without a clean leave.
+        watches[victim].close()
+        paused = time.time()
+        eng.run("pause", cluster.ids[victim])
+        t.pause_noticed[keeper] = watches[keeper].first({nums[keeper]}, paused) - paused
+        iv = t.pause_noticed[keeper] * 1000 / INTERVAL_MS
+        check(lo <= iv <= hi, f"{keeper} noticed the pause after {iv:.1f} intervals, "
+                              f"expected {lo}-{hi}")
+        eng.run("unpause", cluster.ids[victim])
+        fenced = wait_event(eng, cluster.ids[victim], "fenced", 60)
+        check("fencing this system" in fenced["message"], f"fenced event: {fenced}")
+        check(volume.generations().get(nums[victim], 0) != 0,
+              "a fenced node leaves its last block (no generation 0)")
+        log(f"docker pause/unpause {victim}: declared dead, fenced on unpause")
+
         for n in (keeper, victim):
             watches[n].close()
             eng.run("stop", "-t", "20", cluster.ids[n])
     gens = volume.generations()
-    check(all(g == 0 for g in gens.values()), f"every node left cleanly at the end: {gens}")
+    check(gens.get(nums[victim], 0) != 0 and
+          all(g == 0 for n, g in gens.items() if n != nums[victim]),
+          f"every node but the fenced one left cleanly at the end: {gens}")
     check(volume.outside_heartbeat_digest() == before,
           "the image changed outside the heartbeat area")
-    log("image outside the heartbeat area unchanged; every slot left cleanly")
+    log("image outside the heartbeat area unchanged; every slot but the fenced one left "
+        "cleanly")
+
+
+def wait_event(eng: Engine, container: str, kind: str, timeout: float) -> dict[str, object]:
+    """The node's first event of ``kind`` (hbctl events, inside the node), waiting for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = eng.run("exec", container, "hbctl", "events", "--json", "--kind", kind,
+                      check=False).stdout
+        lines = out.splitlines()
+        if lines:
+            event: dict[str, object] = json.loads(lines[0])
+            return event
+        if time.monotonic() > deadline:
+            raise LaneFailure(f"{container}: no {kind} event within {timeout} s")
+        time.sleep(INTERVAL_MS / 1000)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fakecfs.control import Events
 from tests.fakecfs_fixtures import (
     fakecfs_mount,
     read_attr,
@@ -222,10 +223,14 @@ def test_ocfs2_control_and_dlm_control_over_fuse(tmp_path: Path) -> None:
             assert os.write(fd, f"DOWN {uuid} 00000002\n".encode()) == 47
             status = (mnt / "fakecfs/stack_user").read_text()
             assert f"node_downs {uuid}:2\n" in status and "crashed -\n" in status
+            down = Events(mnt).wait_for(kind="node_down", timeout=5)
+            assert (down["region"], down["node"]) == (uuid, 2)
         finally:
             os.close(fd)  # the last daemon, with a mount live: the node "restarts"
         status = (mnt / "fakecfs/stack_user").read_text()
         assert status.startswith("control_daemons 0\n") and "crashed emergency" in status
+        fenced = Events(mnt).wait_for(kind="fenced", timeout=5)
+        assert fenced["message"].startswith("ocfs2: Unexpected release of ocfs2_control!")
         assert read_attr(mnt / "fakecfs/mounts") == ""
         fd = os.open(mnt / "dev/misc/dlm-control", os.O_RDWR)
         try:

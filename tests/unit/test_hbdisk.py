@@ -162,16 +162,18 @@ def test_dead_ms_mismatch_warns_but_goes_live() -> None:
     slot.raw = encode_block(BB, 2, 1, 5, 30000)
     ch = check_slot(slot, "loop0", 31, 62000)
     assert ch.up
-    (warn,) = [ln for ln in ch.logs if ln.level == logging.INFO]
+    (warn,) = [ln for ln in ch.logs if ln.level == logging.ERROR]
+    assert (warn.kind, warn.node) == ("dead_ms_mismatch", 1)
     assert warn.message.startswith(
-        "o2hb: Node 1 on device loop0 has a dead count of 30000 ms, but our count is 62000 ms."
+        "Node 1 on device loop0 has a dead count of 30000 ms, but our count is 62000 ms."
     )
     assert "O2CB_HEARTBEAT_THRESHOLD" in warn.message
     # hb_dead_ms == 0 (old writers) does not warn
     slot = SlotState(node=1)
     _slot_sees(slot, encode_block(BB, 1, 1, 5, 0))
     slot.raw = encode_block(BB, 2, 1, 5, 0)
-    assert not [ln for ln in check_slot(slot, "x", 31, 62000).logs if ln.level == logging.INFO]
+    assert not [ln for ln in check_slot(slot, "x", 31, 62000).logs
+                if ln.kind == "dead_ms_mismatch"]
 
 
 def test_generation_change_is_down_then_up_next_read() -> None:
