@@ -40,6 +40,10 @@ starts), starts ``corosync -f`` and, once corosync answers, ``ocfs2_controld.STA
 --membership corosync`` on the emulated kernel; HEARTBEAT_DEVICE then registers hbctl's
 service for that volume with the daemon (joining its group). At the end the daemon and
 corosync are stopped after fakecfs.
+
+FAKECFS_DLM_DIR (a folder every node's container shares, e.g. next to the image: the
+emulated ocfs2_dlmfs keeps its lock files there, so the tools' cluster locks exclude across
+containers).
 """
 
 from __future__ import annotations
@@ -200,6 +204,7 @@ class Node:
         self.controld: subprocess.Popen[bytes] | None = None
         self.sysroot = env.get("HBCTL_SYSROOT") or "/run/fakecfs"
         self.interval_ms = env.get("FAKECFS_HB_INTERVAL_MS", "2000")
+        self.dlm_dir = env.get("FAKECFS_DLM_DIR", "")
         self.conf = env.get("OCFS2_CLUSTER_CONF", "/etc/ocfs2/cluster.conf")
         self.device = env.get("HEARTBEAT_DEVICE", "")
         self.node = env.get("O2CB_NODE") or socket.gethostname()
@@ -219,7 +224,8 @@ class Node:
         os.makedirs(self.sysroot, exist_ok=True)
         stack = [] if self.stack == "o2cb" else ["--cluster-stack", self.stack]
         self.daemon = subprocess.Popen(
-            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms, *stack, self.sysroot],
+            [FAKECFS, "mount", "--hb-interval-ms", self.interval_ms, *stack,
+             *(["--dlm-dir", self.dlm_dir] if self.dlm_dir else []), self.sysroot],
             stdin=subprocess.DEVNULL,
         )
         probe = os.path.join(self.sysroot, "sys/kernel/config/cluster")

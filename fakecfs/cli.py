@@ -43,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         help="mount an emulated kernel at MOUNTPOINT",
         description="Mount one emulated kernel. Its root is a sysroot holding "
         "sys/kernel/config/cluster, sys/fs/ocfs2, sys/fs/o2cb, sys/kernel/debug/o2hb, "
-        "proc/sys/fs/ocfs2/nm/hb_ctl_path, proc/misc and (user stacks) dev/misc. "
-        "SIGTERM/SIGINT stop heartbeat cleanly and unmount.",
+        "proc/sys/fs/ocfs2/nm/hb_ctl_path, dlm (ocfs2_dlmfs), proc/misc and (user stacks) "
+        "dev/misc. SIGTERM/SIGINT stop heartbeat cleanly and unmount.",
     )
     m.add_argument("mountpoint", metavar="MOUNTPOINT")
     m.add_argument("--background", "-b", action="store_true",
@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="refuse regular image files for 'dev', like the real kernel")
     m.add_argument("--hb-ctl-path", default="/sbin/ocfs2_hb_ctl", metavar="PATH",
                    help="initial value of proc/sys/fs/ocfs2/nm/hb_ctl_path")
+    m.add_argument("--dlm-dir", metavar="DIR",
+                   help="where the emulated ocfs2_dlmfs keeps its host-wide lock files; nodes "
+                   "exclude each other only when they share DIR (default: DIR 'dlm' in the "
+                   "state dir, shared by one user's nodes on this host)")
     m.add_argument("--cluster-stack", default="o2cb", metavar="LABEL",
                    help="initial sys/fs/ocfs2/cluster_stack (4 chars; pcmk or cman loads the "
                    "user plugin: dev/misc/ocfs2_control, dev/misc/dlm-control, proc/misc)")
@@ -139,6 +143,7 @@ def _mount(args: argparse.Namespace) -> int:
         cluster_stack=args.cluster_stack, recover_callbacks=args.dlm_recover_callbacks,
         mountpoint=mountpoint,
         trace=_trace_writer(args.trace) if args.trace else None,
+        dlm_dir=os.path.abspath(args.dlm_dir) if args.dlm_dir else None,
     )
     allow_other = os.geteuid() == 0
     if not args.background:

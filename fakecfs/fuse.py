@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
+from .dlmfs import Domain, Level, LockFile
 from .kernel import Kernel
 from .tree import Entry, FileEntry, FileHandle, HandleFile, KernelError
 
@@ -52,6 +53,7 @@ class OpenFile:
     entry: FileEntry
     pid: int
     buffer: bytes | None = None
+    level: Level | None = None  # the dlmfs lock this open holds (lock files only)
     handle: FileHandle | None = None  # a misc device's per-open state (HandleFile)
 
 
@@ -149,15 +151,36 @@ class KernelOperations(pyfuse3.Operations):
 
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        entry = self.kernel.dir(parent_inode).lookup(os.fsdecode(name))
+        parent = self.kernel.dir(parent_inode)
+        if isinstance(parent, Domain):  # dlmfs: destroy the lock resource
+            try:
+                parent.unlink(os.fsdecode(name))
+            except KernelError as exc:
+                if exc.errno == errno.EBUSY:
+                    log.error("(dlmfs) %s", exc.message)
+                raise
+            return
+        entry = parent.lookup(os.fsdecode(name))
         if entry is None:
             raise KernelError(errno.ENOENT)
         raise KernelError(errno.EISDIR if entry.is_dir else errno.EPERM)
 
     @_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
-        self.kernel.dir(parent_inode)
-        raise KernelError(errno.EACCES)  # configfs has no ->create
+        parent = self.kernel.dir(parent_inode)
+        if not isinstance(parent, Domain):
+            raise KernelError(errno.EACCES)  # configfs (and dlmfs's root) have no ->create
+        # dlmfs: make the lock resource, then open (lock) it; a refused lock leaves the
+        # file made, as the kernel's create-then-open does.
+        try:
+            lock = parent.create(os.fsdecode(name), mode)
+        except KernelError as exc:
+            if exc.message:
+                log.error("(dlmfs) %s", exc.message)  # the kernel's mlog(ML_ERROR, ...)
+            raise
+        self.kernel.register(lock)
+        info = await self._open_lock(lock, flags, ctx.pid)
+        return info, self._attr(lock)
 
     @_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
@@ -185,20 +208,35 @@ class KernelOperations(pyfuse3.Operations):
     @_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
         entry = self.kernel.entry(inode)
+        if isinstance(entry, LockFile):
+            return await self._open_lock(entry, flags, ctx.pid)
         if not isinstance(entry, FileEntry):
             raise KernelError(errno.EISDIR)
         accmode = flags & os.O_ACCMODE
         entry.check_open(read=accmode != os.O_WRONLY, write=accmode != os.O_RDONLY)
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = self._new_fh()
         # The writer's pid: a dev store resolves the fd number in this process.
         handle = entry.open_handle() if isinstance(entry, HandleFile) else None
         self._files[fh] = OpenFile(entry, ctx.pid, handle=handle)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
+    async def _open_lock(self, lock: LockFile, flags: int, pid: int) -> Any:
+        """dlmfs open: take the lock (may wait, in this task; the daemon keeps serving)."""
+        level = await self.kernel.dlm.open(lock, flags, pid)
+        fh = self._new_fh()
+        self._files[fh] = OpenFile(lock, pid, level=level)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         f = self._files[fh]
+        if isinstance(f.entry, LockFile):
+            return f.entry.res.read_lvb(off, size)
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
         if f.handle is not None:
@@ -210,6 +248,8 @@ class KernelOperations(pyfuse3.Operations):
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self._files[fh]
+        if isinstance(f.entry, LockFile):
+            return f.entry.res.write_lvb(off, bytes(buf))
         if f.entry.dead:
             raise KernelError(errno.ENOENT)
         if f.handle is not None:
@@ -224,6 +264,8 @@ class KernelOperations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)
+        if f is not None and isinstance(f.entry, LockFile) and f.level is not None:
+            self.kernel.dlm.close(f.entry, f.level)
         if f is not None and f.handle is not None:
             try:
                 f.handle.release()

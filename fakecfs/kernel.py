@@ -21,6 +21,8 @@ import trio
 
 from ocfs2fmt.blockdev import sector_size_fd
 
+from .dlmfs import CAPABILITIES, DlmfsRoot
+from .dlmlocks import ClusterLocks, DlmfsShell
 from .events import EventLog, EventsFile
 from .faults import FaultCommand, FaultError, FaultSet, FaultsFile, Phase
 from .heartbeat import HeartbeatRunner, HeartbeatStartError
@@ -66,6 +68,9 @@ class KernelOptions:
     # the byte count on success, -errno on failure. Differential tests compare these traces.
     trace: Callable[[str, str, str | None, int], None] | None = None
     owner: tuple[int, int] = field(default_factory=lambda: (os.geteuid(), os.getegid()))
+    # Where dlmfs's host-wide lock files live (fakecfs.dlmlocks); None: the daemon's state
+    # directory. Every node that must exclude another needs the same directory.
+    dlm_dir: str | None = None
 
 
 class ConfigfsRoot(StaticDir):
@@ -118,6 +123,8 @@ class Kernel:
         self.quorum = GlobalQuorum()
         self.fenced = False
         self._build()
+        self.dlm = DlmfsShell(ClusterLocks(self.options.dlm_dir or _default_dlm_dir()),
+                              _writer_signalled)
         self.mounts = MountSyscalls(self)  # fakecfs/mounts: emulated mount(2), put_super
         self.modules = ModuleTable()  # fakecfs/modules: what /proc/modules would list
         self.stackglue.loaded_plugins = self.modules.stack_plugins
@@ -161,6 +168,11 @@ class Kernel:
         proc = self.root.subdir("proc")
         nm = proc.subdir("sys").subdir("fs").subdir("ocfs2").subdir("nm")
         nm.add(self.hb_ctl.file())
+        # ocfs2_dlmfs, where the tools look for it (/dlm), and the module parameter libo2dlm
+        # reads to learn that this dlmfs serves every cluster stack.
+        self.root.add(DlmfsRoot("dlm", self.local_node_heartbeating))
+        dlmfs_params = sys_.subdir("module").subdir("ocfs2_dlmfs").subdir("parameters")
+        dlmfs_params.add(ValueFile("capabilities", lambda: CAPABILITIES + "\n"))
         proc.add(ValueFile("misc", self._proc_misc, size=0))
         self.dev_misc = self.root.subdir("dev").subdir("misc")
 
@@ -256,6 +268,13 @@ class Kernel:
         if entry is not None and entry.dead and ino != ROOT_INO:
             del self.inodes[ino]
 
+    def local_node_heartbeating(self) -> bool:
+        """o2hb_check_local_node_heartbeating: is the local node live in some region?"""
+        for region, running in self._running.items():
+            if region.group.cluster.this_node() in running.runner.live_nodes:
+                return True
+        return False
+
     # -- debugfs views ----------------------------------------------------------------
 
     def _global_livenodes(self) -> str:
@@ -290,6 +309,8 @@ class Kernel:
             entry = parent.mkdir(name)
         except KernelError as exc:
             self._trace("mkdir", parent, name, None, -exc.errno)
+            if isinstance(parent, DlmfsRoot) and exc.message:
+                log.error("(dlmfs) %s", exc.message)  # the kernel's mlog(ML_ERROR, ...)
             raise
         if isinstance(entry, Region):
             self._add_region_debugfs(entry)
@@ -368,6 +389,7 @@ class Kernel:
         await self.mounts.unmount_all()
         for region in list(self._running):
             await self._stop_region(region)
+        self.dlm.shutdown()  # gives every dlmfs lock back to the other nodes
 
     # -- events and faults ------------------------------------------------------------
 
@@ -613,6 +635,12 @@ async def _writer_signalled(pid: int) -> None:
         except OSError:  # gone
             return
         await trio.sleep(0.05)
+
+
+def _default_dlm_dir() -> str:
+    from .daemon import state_dir
+
+    return os.path.join(state_dir(), "dlm")
 
 
 def _block_device_name(rdev: int) -> str:

@@ -1,10 +1,12 @@
 """``fakecfs run``: run a command with an emulated kernel's surfaces at their real paths.
 
 Unmodified C tools (libo2cb, ``ocfs2_hb_ctl``, ``o2cb``, ``mounted.ocfs2``) only look at
-``/sys/kernel/config``, ``/sys/fs/ocfs2``, ``/sys/fs/o2cb`` and ``/proc/sys/fs/ocfs2``. This
-module gives the command a private mount namespace in which those paths are bind mounts of
-a fakecfs sysroot, and preloads a small shim (``preload/fakecfs_preload.so``) that answers
-``statfs`` on the configfs path with configfs's magic, which FUSE cannot report. The shim
+``/sys/kernel/config``, ``/sys/fs/ocfs2``, ``/sys/fs/o2cb`` and ``/proc/sys/fs/ocfs2`` (and
+libocfs2's cluster locking at ``/dlm``, once ocfs2_dlmfs is mounted there). This module gives
+the command a private mount namespace in which those paths are bind mounts of a fakecfs
+sysroot, and preloads a small shim (``preload/fakecfs_preload.so``) that answers ``statfs``
+on the configfs path with configfs's magic and on a mounted ``/dlm`` with ocfs2_dlmfs's,
+which FUSE cannot report. The shim
 also routes ``mount(2)`` of type ocfs2, bind mounts of emulated mounts and their
 ``umount(2)`` to the sysroot's emulated VFS (``FAKECFS_SYSROOT/fakecfs/mounts``), so an
 unmodified ``mount.ocfs2`` and ``umount`` drive the emulated mount lifecycle.
@@ -105,6 +107,9 @@ SURFACES = (
     # Read by mount.ocfs2 (hb_ctl_path) and by debugging consumers (o2hbmonitor): optional.
     Surface("proc/sys/fs/ocfs2", ("/proc/sys/fs/ocfs2",), required=False),
     Surface("sys/kernel/debug/o2hb", ("/sys/kernel/debug/o2hb",), required=False),
+    # The module parameter telling libo2dlm that this ocfs2_dlmfs serves every stack (the
+    # dlmfs tree itself is placed at /dlm by `mount -t ocfs2_dlmfs`, as on a host).
+    Surface("sys/module/ocfs2_dlmfs", ("/sys/module/ocfs2_dlmfs",), required=False),
     # User stacks: ocfs2_control and dlm-control (udev's /dev/misc names), and the
     # /proc/misc list libdlm's probe reads. A file bind for /proc/misc.
     Surface("dev/misc", ("/dev/misc",), required=False, mirror_only=True),

@@ -117,3 +117,34 @@ def test_clear_errors_for_bad_input(sysroot: Path, tmp_path: Path, ns: IpcNamesp
     assert rc == 1
     assert "cannot initialize cluster" in err and "fakecfs mount" in err
     assert err.count("\n") == 1, err
+
+
+def test_doctor_with_hbctl_sysroot(sysroot: Path, tmp_path: Path, ns: IpcNamespace) -> None:
+    """doctor through HBCTL_SYSROOT (no fakecfs run): it reads the emulated mount table, so
+    a mounted region keeps its reference, and an unmounted leftover is stopped."""
+    image = mkfs(tmp_path / "shared.img")
+    uuid = Region.of(image).uuid
+    conf = tmp_path / "cluster.conf"
+    conf.write_text(CONF)
+    env = dict(os.environ, HBCTL_SYSROOT=str(sysroot), HBCTL_DEVICES=str(image))
+    assert tool(ns, env, "hbctl", "cluster", "register", "--config", str(conf),
+                "--node", "alpha", "demo")[0] == 0
+
+    def doctor(*args: str) -> tuple[int, list[tuple[str, str]]]:
+        rc, out, err = tool(ns, env, "hbctl", "doctor", "--json", *args)
+        assert rc in (0, 1), err
+        return rc, [(f["kind"], f["result"]) for f in json.loads(out)["findings"]]
+
+    assert tool(ns, env, "hbctl", "mount", str(image), "/mnt/a")[0] == 0
+    assert doctor("--fix") == (0, [])  # the mount's one reference is needed
+    assert tool(ns, env, "hbctl", "start", "-d", str(image))[0] == 0  # one more, no owner
+    assert doctor("--fix") == (0, [("leaked-references", "done")])
+    assert tool(ns, env, "hbctl", "refs", "-u", uuid)[1] == f"{uuid}: 1 refs\n"
+    assert tool(ns, env, "hbctl", "umount", "/mnt/a")[0] == 0
+    # put_super's helper runs in the daemon's IPC namespace, not this one: it removes the
+    # region but never sees this namespace's sets, which doctor then finds and removes.
+    rc, fixed = doctor("--fix")
+    assert rc == 0 and fixed == [("semaphores-without-region", "done"),
+                                 ("stale-mounted-flag", "done")]
+    assert not (sysroot / "sys/kernel/config/cluster/demo/heartbeat" / uuid).exists()
+    assert doctor() == (0, [])
