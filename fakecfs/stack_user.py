@@ -80,6 +80,16 @@ class EmergencyRestart:
     live: tuple[str, ...]
 
 
+def _node_number(raw: bytes, verb: str) -> int:
+    """A node number field of SETN or DOWN: hex, EINVAL if not a number, ERANGE past INT_MAX."""
+    node = _strtol16(_field(raw))
+    if node is None:
+        raise KernelError(errno.EINVAL, f"{verb}: not a hex number")
+    if not 0 <= node <= INT_MAX:
+        raise KernelError(errno.ERANGE, f"{verb}: node number out of range")
+    return node
+
+
 def _strtol16(text: str) -> int | None:
     """``simple_strtol(text, &end, 16)`` that must consume everything; None if not."""
     negative = text.startswith("-")
@@ -152,12 +162,7 @@ class UserStack:
             raise KernelError(errno.EINVAL, "SETN after the handshake completed")
         if data[4:5] != b" " or data[13:14] != b"\n":
             raise KernelError(errno.EINVAL, "SETN: bad separators")
-        node = _strtol16(_field(data[5:13]))
-        if node is None:
-            raise KernelError(errno.EINVAL, "SETN: not a hex number")
-        if not 0 <= node <= INT_MAX:
-            raise KernelError(errno.ERANGE, "SETN: node number out of range")
-        handle.this_node = node
+        handle.this_node = _node_number(data[5:13], "SETN")
         self._install(handle)
 
     def _setv(self, handle: ControlOpen, data: bytes) -> None:
@@ -198,11 +203,7 @@ class UserStack:
             raise KernelError(errno.EINVAL, "DOWN before the handshake completed")
         if data[4:5] != b" " or data[37:38] != b" " or data[46:47] != b"\n":
             raise KernelError(errno.EINVAL, "DOWN: bad separators")
-        node = _strtol16(_field(data[38:46]))
-        if node is None:
-            raise KernelError(errno.EINVAL, "DOWN: not a hex number")
-        if not 0 <= node <= INT_MAX:
-            raise KernelError(errno.ERANGE, "DOWN: node number out of range")
+        node = _node_number(data[38:46], "DOWN")
         uuid = _field(data[5:37])
         return NodeDown(uuid, node) if uuid in self.live else None
 
